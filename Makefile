@@ -1,0 +1,32 @@
+# minidl — one-command set-up and checks. `make test` is what CI runs (through .ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lab readme clean
+
+install: $(STAMP)
+
+# Re-install only when the package metadata changed (or the venv is new).
+$(STAMP): setup.py settings.ini
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@-git config --local include.path ../.gitconfig 2>/dev/null
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -c "import sys, minidl.devtools as d; sys.exit(d.run_checks())"
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest tests
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+readme: install
+	$(BIN)/python -c "import minidl.devtools as d; d.write_readme()"
+
+clean:
+	rm -rf _proc docs/_build build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
