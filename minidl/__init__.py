@@ -6,6 +6,16 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_namespace.ipynb #f41d37ef
+# %% ../nbs/99_namespace.ipynb #7af99601
 from .core import (float32, float64, int64, bool_, get_default_dtype, set_default_dtype, manual_seed,
-                   default_generator)
+                         default_generator)
+from .tensor import (Tensor, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
+                           rand, randn, randint, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
+                           randn_like)
+from . import autograd
+from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,
+                        relu, leaky_relu, elu, gelu, silu, softplus, erf, sign, maximum, minimum, where, clamp,
+                        sum, mean, var, std, prod, max, min, argmax, argmin, logsumexp, softmax, log_softmax,
+                        matmul, einsum, reshape, permute, transpose, squeeze, unsqueeze, flatten, cat, stack,
+                        split, chunk, gather, one_hot, eq, ne, lt, le, gt, ge)

@@ -6,7 +6,7 @@
 __all__ = ['PARALLEL_MIN_SIZE', 'elementwise', 'sigmoid', 'relu', 'leaky_relu', 'elu', 'erf', 'gelu', 'silu', 'softplus', 'rsqrt',
            'mul_add', 'serial_and_parallel', 'sum', 'softmax', 'log_softmax', 'logsumexp', 'scatter_add', 'matmul']
 
-# %% ../nbs/02_kernels.ipynb #3d062f17
+# %% ../nbs/02_kernels.ipynb #b7383208
 import math
 import types
 import numpy as np
@@ -14,7 +14,7 @@ import numba
 from numba import njit, prange, vectorize
 import minidl.core
 
-# %% ../nbs/02_kernels.ipynb #f501cc01
+# %% ../nbs/02_kernels.ipynb #34db573a
 _float_sigs = {n: [f"{t}({', '.join([t] * n)})" for t in ("float32", "float64")] for n in (1, 2, 3)}
 
 class elementwise:
@@ -29,7 +29,7 @@ class elementwise:
         return self.ufunc(*args, **kwargs)
     def __repr__(self): return f"<elementwise kernel {self.__name__}>"
 
-# %% ../nbs/02_kernels.ipynb #33699ddf
+# %% ../nbs/02_kernels.ipynb #7c13bfa3
 @elementwise(1)
 def sigmoid(x):
     "1 / (1 + exp(-x)), stable for large |x|."
@@ -85,7 +85,7 @@ def mul_add(a, b, c):
     "a * b + c in one pass over memory."
     return a * b + c
 
-# %% ../nbs/02_kernels.ipynb #57bee653
+# %% ../nbs/02_kernels.ipynb #bbcb4e13
 PARALLEL_MIN_SIZE = 1 << 16
 "Below this many elements a kernel runs serially: a parallel launch costs more than it saves."
 
@@ -100,7 +100,7 @@ def serial_and_parallel(fn=None, **options):
     pick.serial, pick.parallel, pick.__name__, pick.__doc__ = serial, parallel, fn.__name__, fn.__doc__
     return pick
 
-# %% ../nbs/02_kernels.ipynb #0d69aeaa
+# %% ../nbs/02_kernels.ipynb #3de4dba5
 _fast = {"reassoc", "contract", "nsz", "arcp"}
 
 @serial_and_parallel(fastmath=_fast)
@@ -125,7 +125,7 @@ def _sum_cols(x, acc):
         for r in range(p * R // P, (p + 1) * R // P):
             for k in range(K): acc[p, k] += x[r, k]
 
-# %% ../nbs/02_kernels.ipynb #10791f45
+# %% ../nbs/02_kernels.ipynb #30214644
 def _axes(axes, ndim) -> tuple:
     if axes is None: return tuple(range(ndim))
     axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
@@ -147,13 +147,13 @@ def sum(x: np.ndarray, axes=None, keepdim=False) -> np.ndarray:
         _sum_all(flat.size)(flat, acc)
         res = acc.reshape(())
     elif x.flags.c_contiguous and axes == tuple(range(len(axes))):     # leading axes: columns
-        x2 = x.reshape(-1, int(np.prod(out_shape)))
+        x2 = x.reshape(int(np.prod([x.shape[a] for a in axes])), int(np.prod(out_shape)))
         kernel = _sum_cols(x2.size)
         acc = np.zeros((numba.get_num_threads() if kernel is _sum_cols.parallel else 1, x2.shape[1]), acc_dtype)
         kernel(x2, acc)
         res = acc.sum(0).reshape(out_shape)
     else:                                                             # trailing axes (after a move): rows
-        x2 = np.ascontiguousarray(x.transpose(keep + list(axes))).reshape(int(np.prod(out_shape)), -1)
+        x2 = np.ascontiguousarray(x.transpose(keep + list(axes))).reshape(int(np.prod(out_shape)), int(np.prod([x.shape[a] for a in axes])))
         acc = np.zeros(x2.shape[0], acc_dtype)
         _sum_rows(x2.size)(x2, acc)
         res = acc.reshape(out_shape)
@@ -161,7 +161,7 @@ def sum(x: np.ndarray, axes=None, keepdim=False) -> np.ndarray:
     if keepdim: res = res.reshape(tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)))
     return res
 
-# %% ../nbs/02_kernels.ipynb #47f4e9b3
+# %% ../nbs/02_kernels.ipynb #46b02163
 @serial_and_parallel(fastmath={"contract", "nsz"})
 def _softmax_rows(x, out, mode):
     "mode 0: softmax into out (M, K); 1: log-softmax into out (M, K); 2: logsumexp into out[:, 0]."
@@ -198,7 +198,7 @@ def softmax(x, axis=-1): "Softmax along `axis`."; return _rowwise(x, axis, 0)
 def log_softmax(x, axis=-1): "Log-softmax along `axis`."; return _rowwise(x, axis, 1)
 def logsumexp(x, axis=-1): "log(sum(exp(x))) along `axis` (the axis is removed)."; return _rowwise(x, axis, 2)
 
-# %% ../nbs/02_kernels.ipynb #9ba4c9e0
+# %% ../nbs/02_kernels.ipynb #b336f42b
 @njit(cache=True)
 def _scatter_add(out, index, src):
     for i in range(index.size): out[index[i]] += src[i]
@@ -209,7 +209,7 @@ def scatter_add(size: int, index: np.ndarray, src: np.ndarray) -> np.ndarray:
     _scatter_add(out, np.ascontiguousarray(index, dtype=np.int64).reshape(-1), np.ascontiguousarray(src).reshape(-1))
     return out
 
-# %% ../nbs/02_kernels.ipynb #2b897bbc
+# %% ../nbs/02_kernels.ipynb #7ab18dc7
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Matrix product with NumPy's broadcasting rules for batch dimensions (the GEMM runs in BLAS)."
     return np.matmul(a, b)
