@@ -12,8 +12,9 @@ __all__ = ['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'r
            'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp',
            'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
 
-# %% ../nbs/04_ops.ipynb #c63819d4
+# %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
+import contextlib
 import math
 from collections import namedtuple
 import numpy as np
@@ -22,7 +23,7 @@ from .core import bool_, float64, get_default_dtype, int64
 from .tensor import Tensor, _dim, broadcast_shapes, tensor
 from .autograd import Function, Node, _GradMode, is_grad_enabled, no_grad
 
-# %% ../nbs/04_ops.ipynb #108426a3
+# %% ../nbs/04_ops.ipynb #a439eea8
 def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     if a == b: return a
     fa, fb = a.kind == "f", b.kind == "f"
@@ -33,7 +34,6 @@ def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
 def _scalar(v, like: Tensor) -> Tensor:
     dt = like.dtype
     if isinstance(v, float) and dt.kind != "f": dt = get_default_dtype()
-    elif isinstance(v, bool): dt = dt
     return Tensor(np.asarray(v, dt))
 
 def _operands(a, b):
@@ -54,7 +54,7 @@ def _float(x: Tensor) -> Tensor:
     "`x` itself if floating, else converted to the default float dtype (what PyTorch does for exp(int))."
     return x if x.dtype.kind == "f" else x.to(get_default_dtype())
 
-# %% ../nbs/04_ops.ipynb #31062dfa
+# %% ../nbs/04_ops.ipynb #d3bfbbdd
 def _unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     "Sum `g` down to `shape` (undoing a broadcast)."
     if g.shape == shape: return g
@@ -66,7 +66,7 @@ def _broadcast_error(op, a, b, err):
     return ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
                       "(sizes must match or be 1, aligned from the right)")
 
-# %% ../nbs/04_ops.ipynb #a3d5083d
+# %% ../nbs/04_ops.ipynb #bf621974
 class Cast(Function):
     @staticmethod
     def forward(ctx, x, dtype):
@@ -108,7 +108,7 @@ def contiguous(self):
     return self if self._a.flags.c_contiguous else Clone.apply(self)
 Tensor.contiguous = contiguous
 
-# %% ../nbs/04_ops.ipynb #6aea61c9
+# %% ../nbs/04_ops.ipynb #791ad767
 def _view_of(x: Tensor, a: np.ndarray) -> Tensor:
     "A tensor for array `a`; if `a` shares `x`'s memory it is a view, with `x`'s base and version counter."
     if np.may_share_memory(a, x._a): return Tensor(a, _base=x._base if x._base is not None else x)
@@ -211,7 +211,7 @@ for _f in (reshape, view, permute, transpose, expand, squeeze, unsqueeze, flatte
 Tensor.T = property(lambda self: permute(self, tuple(reversed(range(self.ndim)))), doc="The dimensions reversed.")
 Tensor.mT = property(lambda self: transpose(self, -2, -1), doc="The last two dimensions swapped.")
 
-# %% ../nbs/04_ops.ipynb #6091d851
+# %% ../nbs/04_ops.ipynb #2c8f2965
 def _reduce_axes(dim, ndim) -> tuple:
     if dim is None: return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
@@ -234,7 +234,7 @@ def sum(x, dim=None, keepdim=False, dtype=None):
 
 Tensor.sum = sum
 
-# %% ../nbs/04_ops.ipynb #e26335b1
+# %% ../nbs/04_ops.ipynb #dcd48cfc
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -330,7 +330,7 @@ def neg(x):
 Tensor.__neg__ = Tensor.neg = neg
 Tensor.__rpow__ = lambda self, o: pow(o, self)
 
-# %% ../nbs/04_ops.ipynb #d03e9b8f
+# %% ../nbs/04_ops.ipynb #6ebdd086
 def _compare(ufunc):
     def op(a, b):
         a, b = _operands(a, b)
@@ -353,7 +353,6 @@ def _invert(self):
     if self.dtype.kind not in "bi": raise TypeError(f"~ needs a bool or integer tensor, got {self.dtype}")
     return Tensor(~self._a)
 Tensor.__invert__ = _invert
-Tensor.__hash__ = lambda self: id(self)            # __eq__ is elementwise, identity stays the hash
 
 class Where(Function):
     @staticmethod
@@ -388,7 +387,7 @@ def clamp(x, min=None, max=None):
 Tensor.where = lambda self, condition, other: where(condition, self, other)
 Tensor.clamp = Tensor.clip = clamp
 
-# %% ../nbs/04_ops.ipynb #5f377b91
+# %% ../nbs/04_ops.ipynb #681badc8
 def _unary(name, kernel, derivative, uses_output=False, doc=""):
     "Make a Function for `kernel` whose backward is `grad * derivative(x, out)` (tensor ops)."
     def forward(ctx, x):
@@ -444,7 +443,7 @@ for _f in (exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid, relu, erf, gel
     setattr(Tensor, _f.__name__, _f)
 Tensor.__abs__ = abs
 
-# %% ../nbs/04_ops.ipynb #9a41bf56
+# %% ../nbs/04_ops.ipynb #76db15d7
 def _key(key):
     "Turn tensors inside an indexing key into arrays; say whether the key is basic (view) or advanced."
     items = key if isinstance(key, tuple) else (key,)
@@ -508,7 +507,7 @@ Tensor.__getitem__ = _getitem
 Tensor.gather = gather
 Tensor.__iter__ = lambda self: (self[i] for i in range(len(self)))
 
-# %% ../nbs/04_ops.ipynb #13b10e36
+# %% ../nbs/04_ops.ipynb #14f40463
 def mean(x, dim=None, keepdim=False):
     "Mean over `dim` (all when None); nan for an empty reduction, like PyTorch."
     if x.dtype.kind != "f": raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
@@ -606,7 +605,7 @@ def _tie_split(a, b, a_wins):
 for _f in (mean, var, std, prod, max, min, argmax, argmin, maximum, minimum):
     setattr(Tensor, _f.__name__, _f)
 
-# %% ../nbs/04_ops.ipynb #c25d3135
+# %% ../nbs/04_ops.ipynb #b50d1f8c
 class Cat(Function):
     @staticmethod
     def forward(ctx, dim, *xs):
@@ -668,7 +667,7 @@ def one_hot(t, num_classes=-1):
 
 Tensor.split, Tensor.chunk = split, chunk
 
-# %% ../nbs/04_ops.ipynb #02354482
+# %% ../nbs/04_ops.ipynb #118a559d
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -697,7 +696,7 @@ def matmul(a, b):
 Tensor.__matmul__ = Tensor.matmul = matmul
 Tensor.__rmatmul__ = lambda self, o: matmul(o, self)
 
-# %% ../nbs/04_ops.ipynb #0769b223
+# %% ../nbs/04_ops.ipynb #1e2a318e
 class Einsum(Function):
     @staticmethod
     def forward(ctx, a, b, spec):
@@ -730,7 +729,7 @@ def einsum(equation: str, a, b):
         if len(set(s)) != len(s): raise ValueError(f"einsum: repeated subscripts in one operand ({s!r}, a diagonal) are not supported")
     return Einsum.apply(a, b, (ins[0], ins[1], out))
 
-# %% ../nbs/04_ops.ipynb #0e9c5602
+# %% ../nbs/04_ops.ipynb #29426674
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
@@ -774,7 +773,7 @@ def logsumexp(x, dim=-1, keepdim=False):
     x = _float(x); return LogSumExp.apply(x, _dim(dim, x.ndim), keepdim)
 Tensor.softmax, Tensor.log_softmax, Tensor.logsumexp = softmax, log_softmax, logsumexp
 
-# %% ../nbs/04_ops.ipynb #6afcacba
+# %% ../nbs/04_ops.ipynb #1cb1ec1b
 def _inplace(self: Tensor, fn, *args) -> Tensor:
     "Compute `fn(self, *args)` and write the result into `self`'s memory, keeping autograd consistent."
     recording = is_grad_enabled() and (self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args))
@@ -785,7 +784,7 @@ def _inplace(self: Tensor, fn, *args) -> Tensor:
         if self._base is not None:
             raise RuntimeError("in-place operation on a view while recording gradients is not supported; "
                                "use the out-of-place op or work on a copy")
-    with no_grad() if not recording else _null():
+    with no_grad() if not recording else contextlib.nullcontext():
         out = fn(self, *args)
     if out.shape != self.shape:
         raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(out.shape)}")
@@ -795,10 +794,6 @@ def _inplace(self: Tensor, fn, *args) -> Tensor:
     self._version[0] += 1
     if recording: self.grad_fn, self.requires_grad = out.grad_fn, True
     return self
-
-class _null:
-    def __enter__(self): pass
-    def __exit__(self, *exc): pass
 
 def _setitem(self, key, value):
     key, _ = _key(key)
