@@ -7,12 +7,12 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
            'empty', 'full', 'eye', 'arange', 'linspace', 'rand', 'randn', 'randint', 'normal', 'zeros_like',
            'ones_like', 'empty_like', 'full_like', 'rand_like', 'randn_like']
 
-# %% ../nbs/01_tensor.ipynb #861b3a5a
+# %% ../nbs/01_tensor.ipynb #63ac249b
 import numbers
 import numpy as np
 from .core import as_dtype, bool_, default_generator, float32, float64, get_default_dtype, int64
 
-# %% ../nbs/01_tensor.ipynb #9835a0da
+# %% ../nbs/01_tensor.ipynb #db1e64f8
 def element_strides(a: np.ndarray) -> tuple:
     "Strides of `a` counted in elements rather than bytes (PyTorch's convention)."
     return tuple(s // a.itemsize for s in a.strides)
@@ -21,7 +21,7 @@ def position(index, strides, offset=0) -> int:
     "Where element `index` lives in memory: `offset + sum(i * s)`."
     return offset + sum(i * s for i, s in zip(index, strides))
 
-# %% ../nbs/01_tensor.ipynb #da5f980c
+# %% ../nbs/01_tensor.ipynb #980ba779
 def broadcast_shapes(*shapes, op: str = "broadcast") -> tuple:
     "The shape that `shapes` broadcast to, or a `ValueError` naming the op and every shape."
     ndim = max((len(s) for s in shapes), default=0)
@@ -34,7 +34,7 @@ def broadcast_shapes(*shapes, op: str = "broadcast") -> tuple:
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 
-# %% ../nbs/01_tensor.ipynb #4a49e7c8
+# %% ../nbs/01_tensor.ipynb #7fe1576a
 class device:
     "Where a tensor's memory lives: `device('cpu')`, `device('cuda')`, `device('cuda:0')`."
     __slots__ = ("type", "index")
@@ -54,7 +54,7 @@ class device:
 
 cpu = device("cpu")
 
-# %% ../nbs/01_tensor.ipynb #94fa865f
+# %% ../nbs/01_tensor.ipynb #f6548e2b
 class Tensor:
     "An n-dimensional array that can record the operations applied to it, for automatic differentiation."
     __slots__ = ("_a", "requires_grad", "grad", "grad_fn", "_version", "_base", "_retains_grad", "__weakref__")
@@ -92,7 +92,7 @@ class Tensor:
         return self.shape[0]
     def __hash__(self): return id(self)
 
-# %% ../nbs/01_tensor.ipynb #eef89667
+# %% ../nbs/01_tensor.ipynb #7d4c4ecd
 def _dim(d, ndim) -> int:
     "Normalise dimension `d` (possibly negative) for a tensor of `ndim` dimensions."
     if not isinstance(d, (int, np.integer)): raise TypeError(f"dim must be an int, got {type(d).__name__}")
@@ -101,7 +101,7 @@ def _dim(d, ndim) -> int:
         raise IndexError(f"Dimension out of range (expected to be in range of [{-lim}, {lim - 1}], but got {d})")
     return int(d) % lim
 
-# %% ../nbs/01_tensor.ipynb #a2c0cd7d
+# %% ../nbs/01_tensor.ipynb #76773889
 def _infer_dtype(a: np.ndarray, data):
     "PyTorch's dtype for `data` that NumPy turned into `a`."
     if isinstance(data, np.ndarray) or isinstance(data, np.generic):
@@ -136,7 +136,7 @@ def from_numpy(a: np.ndarray) -> Tensor:
     as_dtype(a.dtype)
     return Tensor(a)
 
-# %% ../nbs/01_tensor.ipynb #5605e604
+# %% ../nbs/01_tensor.ipynb #9b7d9a6b
 def _size(size) -> tuple:
     if len(size) == 1 and isinstance(size[0], (tuple, list)): size = tuple(size[0])
     if not all(isinstance(s, (int, np.integer)) and s >= 0 for s in size):
@@ -178,7 +178,7 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) ->
     "`steps` evenly spaced values from `start` to `end`, both included."
     return _make(np.linspace(start, end, steps).astype(_float_dtype(dtype)), device, requires_grad)
 
-# %% ../nbs/01_tensor.ipynb #19272239
+# %% ../nbs/01_tensor.ipynb #8f31478e
 def rand(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     "Uniform samples from [0, 1)."
     return _make(default_generator().random(_size(size), dtype=_float_dtype(dtype)), device, requires_grad)
@@ -197,7 +197,7 @@ def normal(mean=0.0, std=1.0, size=(), dtype=None, device=None, requires_grad=Fa
     a = default_generator().normal(mean, std, _size((size,))).astype(_float_dtype(dtype))
     return _make(a, device, requires_grad)
 
-# %% ../nbs/01_tensor.ipynb #0c09eb19
+# %% ../nbs/01_tensor.ipynb #5c668cda
 def zeros_like(t, dtype=None, requires_grad=False): return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 def ones_like(t, dtype=None, requires_grad=False): return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 def empty_like(t, dtype=None, requires_grad=False): return empty(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
@@ -206,7 +206,7 @@ def full_like(t, fill_value, dtype=None, requires_grad=False):
 def rand_like(t, dtype=None, requires_grad=False): return rand(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 def randn_like(t, dtype=None, requires_grad=False): return randn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
-# %% ../nbs/01_tensor.ipynb #e6b830df
+# %% ../nbs/01_tensor.ipynb #5ed54b84
 def _numpy(self, force=False) -> np.ndarray:
     "The tensor's memory as a NumPy array (shared, not copied; `force=True` detaches first)."
     if self.requires_grad and not force:
@@ -225,14 +225,18 @@ Tensor.tolist = lambda self: self._a.tolist()
 Tensor.__array__ = lambda self, dtype=None, copy=None: self._a if dtype is None else self._a.astype(dtype)
 Tensor.__float__ = lambda self: float(self.item())
 Tensor.__int__ = lambda self: int(self.item())
-Tensor.__index__ = lambda self: int(self.item()) if self.dtype.kind in "iu" else TypeError("only integer tensors can be used as an index")
+def _index(self):
+    if self.dtype.kind not in "iu" or self._a.size != 1:
+        raise TypeError(f"only integer tensors of a single element can be used as an index, got dtype {self.dtype} with {self._a.size} elements")
+    return int(self._a.reshape(()))
+Tensor.__index__ = _index
 def _bool(self):
     if self._a.size != 1:
         raise RuntimeError(f"Boolean value of Tensor with {self._a.size} values is ambiguous")
     return bool(self._a.reshape(()))
 Tensor.__bool__ = _bool
 
-# %% ../nbs/01_tensor.ipynb #a03f1888
+# %% ../nbs/01_tensor.ipynb #cde33e20
 def _repr(self):
     body = np.array2string(self._a, separator=", ", prefix="tensor(", precision=4,
                            threshold=1000, edgeitems=3, suppress_small=True)
