@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PARALLEL_MIN_SIZE', 'elementwise', 'sigmoid', 'relu', 'leaky_relu', 'elu', 'erf', 'gelu', 'silu', 'softplus', 'rsqrt',
-           'mul_add', 'serial_and_parallel', 'sum', 'softmax', 'log_softmax', 'logsumexp', 'scatter_add', 'matmul']
+           'mul_add', 'serial_and_parallel', 'sum', 'exp32', 'fast_exp', 'softmax', 'log_softmax', 'logsumexp',
+           'scatter_add', 'matmul']
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import math
@@ -12,6 +13,9 @@ import types
 import numpy as np
 import numba
 from numba import njit, prange, vectorize
+from numba.core import types as nbtypes
+from numba.extending import intrinsic, overload
+from llvmlite import ir
 import minidl.core
 
 # %% ../nbs/02_kernels.ipynb #34db573a
@@ -162,43 +166,91 @@ def sum(x: np.ndarray, axes=None, keepdim=False) -> np.ndarray:
     return res
 
 # %% ../nbs/02_kernels.ipynb #46b02163
-@serial_and_parallel(fastmath={"contract", "nsz"})
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    "Reinterpret an int32's bits as a float32 (a bit-cast, not a conversion)."
+    if bits != nbtypes.int32: return None
+    def codegen(context, builder, signature, args): return builder.bitcast(args[0], ir.FloatType())
+    return nbtypes.float32(nbtypes.int32), codegen
+
+_f32 = np.float32
+@njit(cache=True)
+def exp32(x):
+    "exp of a float32, as arithmetic LLVM can vectorise (max relative error ≈ 3e-7)."
+    xc = min(max(x, _f32(-87.33654)), _f32(88.72283))
+    n = np.floor(xc * _f32(1.442695041) + _f32(0.5))
+    r = xc - n * _f32(0.693359375) + n * _f32(2.12194440e-4)
+    p = ((((_f32(1.9875691500e-4) * r + _f32(1.3981999507e-3)) * r + _f32(8.3334519073e-3)) * r
+          + _f32(4.1665795894e-2)) * r + _f32(1.6666665459e-1)) * r + _f32(5.0000001201e-1)
+    y = (p * r * r + r + _f32(1.0)) * _float32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
+    if x < _f32(-87.33654): y = _f32(0.0)
+    if x > _f32(88.72283): y = _f32(np.inf)
+    if x != x: y = x
+    return y
+
+def fast_exp(x):
+    "exp: `exp32` for float32 inside numba code, `math.exp` otherwise (float64 keeps full precision)."
+    return math.exp(x)
+
+@overload(fast_exp)
+def _fast_exp_numba(x):
+    if x == nbtypes.float32: return lambda x: exp32(x)
+    return lambda x: math.exp(x)
+
+# %% ../nbs/02_kernels.ipynb #1fdd388f
+@njit(cache=True)
+def _row_max(r):
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = r.dtype.type(-np.inf)
+    k = 0
+    while k + 8 <= r.size:
+        m0 = max(m0, r[k]); m1 = max(m1, r[k + 1]); m2 = max(m2, r[k + 2]); m3 = max(m3, r[k + 3])
+        m4 = max(m4, r[k + 4]); m5 = max(m5, r[k + 5]); m6 = max(m6, r[k + 6]); m7 = max(m7, r[k + 7])
+        k += 8
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    while k < r.size:
+        m = max(m, r[k]); k += 1
+    return m
+
+@serial_and_parallel(fastmath={"contract", "nsz", "reassoc"}, error_model="numpy")
 def _softmax_rows(x, out, mode):
     "mode 0: softmax into out (M, K); 1: log-softmax into out (M, K); 2: logsumexp into out[:, 0]."
     for i in prange(x.shape[0]):
-        m = -np.inf
-        for k in range(x.shape[1]): m = max(m, x[i, k])
-        if m == -np.inf: m = 0.0                 # an all -inf row: keep exponents finite
-        s = 0.0
-        for k in range(x.shape[1]):
-            e = math.exp(x[i, k] - m)
-            if mode == 0: out[i, k] = e
-            s += e
+        r, o = x[i], out[i]
+        m = _row_max(r)
+        if m == -np.inf: m = r.dtype.type(0)     # an all -inf row: keep exponents finite
+        s = r.dtype.type(0)
         if mode == 0:
-            inv = 1.0 / s
-            for k in range(x.shape[1]): out[i, k] *= inv
-        elif mode == 1:
-            lse = m + math.log(s)
-            for k in range(x.shape[1]): out[i, k] = x[i, k] - lse
+            for k in range(r.size):
+                e = fast_exp(r[k] - m)
+                o[k] = e
+                s += e
+            inv = 1 / s
+            for k in range(r.size): o[k] *= inv
         else:
-            out[i, 0] = m + math.log(s)
+            for k in range(r.size): s += fast_exp(r[k] - m)
+            lse = m + math.log(s)
+            if mode == 1:
+                for k in range(r.size): o[k] = r[k] - lse
+            else:
+                o[0] = lse
 
 def _rowwise(x, axis, mode):
     if x.dtype.kind != "f": raise TypeError(f"softmax/log_softmax/logsumexp need a floating tensor, got {x.dtype}")
     if x.ndim == 0: return _rowwise(x.reshape(1), 0, mode).reshape(())
-    xt = np.ascontiguousarray(np.moveaxis(x, axis, -1))
-    x2 = xt.reshape(int(np.prod(xt.shape[:-1])), xt.shape[-1])
+    last = axis % x.ndim == x.ndim - 1
+    xt = x if last and x.flags.c_contiguous else np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    x2 = xt.reshape(-1, xt.shape[-1]) if xt.shape[-1] else xt.reshape(int(np.prod(xt.shape[:-1])), 0)
     out = np.empty((x2.shape[0], 1 if mode == 2 else x2.shape[1]), x.dtype)
     if mode == 2 and x2.shape[1] == 0: out[:] = -np.inf
     elif x2.size: _softmax_rows(x2.size)(x2, out, mode)
     if mode == 2: return out.reshape(xt.shape[:-1])
-    return np.moveaxis(out.reshape(xt.shape), -1, axis)
+    return out.reshape(xt.shape) if last else np.moveaxis(out.reshape(xt.shape), -1, axis)
 
 def softmax(x, axis=-1): "Softmax along `axis`."; return _rowwise(x, axis, 0)
 def log_softmax(x, axis=-1): "Log-softmax along `axis`."; return _rowwise(x, axis, 1)
 def logsumexp(x, axis=-1): "log(sum(exp(x))) along `axis` (the axis is removed)."; return _rowwise(x, axis, 2)
 
-# %% ../nbs/02_kernels.ipynb #b336f42b
+# %% ../nbs/02_kernels.ipynb #e85b4f09
 @njit(cache=True)
 def _scatter_add(out, index, src):
     for i in range(index.size): out[index[i]] += src[i]
@@ -209,7 +261,7 @@ def scatter_add(size: int, index: np.ndarray, src: np.ndarray) -> np.ndarray:
     _scatter_add(out, np.ascontiguousarray(index, dtype=np.int64).reshape(-1), np.ascontiguousarray(src).reshape(-1))
     return out
 
-# %% ../nbs/02_kernels.ipynb #7ab18dc7
+# %% ../nbs/02_kernels.ipynb #27ccecb0
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Matrix product with NumPy's broadcasting rules for batch dimensions (the GEMM runs in BLAS)."
     return np.matmul(a, b)
