@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lab readme clean
+.PHONY: install test bench lab readme clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ test: install
 	@# one fresh process per notebook: lessons patch Tensor, and nbdev_test would reuse worker processes
 	ls nbs/*.ipynb | xargs -P 2 -I{} $(BIN)/nbdev_test --path {}
 	$(BIN)/python -m pytest tests
+
+# Benchmarks against NumPy and, when installed, PyTorch (pip install torch==2.13.0): tables on stdout.
+bench: install
+	$(BIN)/minidl bench
 
 lab: install
 	$(BIN)/jupyter lab nbs

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['cache_dir', 'float32', 'float64', 'int64', 'bool_', 'dtypes', 'kernel_cache_dir', 'as_dtype', 'get_default_dtype',
-           'set_default_dtype', 'manual_seed', 'default_generator', 'Timing', 'timeit']
+           'set_default_dtype', 'manual_seed', 'default_generator', 'Timing', 'timeit', 'cpu_peak_gflops',
+           'atomic_write_bytes', 'atomic_write_text']
 
 # %% ../nbs/00_core.ipynb #5ba4a598
 import os
@@ -107,3 +108,37 @@ def timeit(fn, *args, repeat: int = 7, number: int = None, warmup: int = 1, **kw
         for _ in range(number): fn(*args, **kwargs)
         times.append((time.perf_counter() - t0) / number)
     return Timing(times)
+
+# %% ../nbs/00_core.ipynb #e109cda6
+def cpu_peak_gflops(cpuinfo: str = None, cores: int = None) -> float:
+    "Nominal float32 GFLOP/s of the cores this process may use, from /proc/cpuinfo (None where unknown)."
+    if cpuinfo is None:
+        try: cpuinfo = open("/proc/cpuinfo").read()
+        except OSError: return None
+    flags = set(next((l.split(":", 1)[1].split() for l in cpuinfo.splitlines() if l.startswith("flags")), []))
+    mhz = [float(l.split(":", 1)[1]) for l in cpuinfo.splitlines() if l.startswith("cpu MHz")]
+    if not mhz: return None
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16 if "avx" in flags else 8
+    cores = cores or len(os.sched_getaffinity(0))
+    return cores * per_cycle * max(mhz) / 1000
+
+# %% ../nbs/00_core.ipynb #f45c86ec
+import tempfile
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    "Write `data` to `path` atomically (temp file in the same folder, fsync, rename); return the path."
+    path = Path(path)
+    if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)
+        raise
+    return path
+
+def atomic_write_text(path, text: str) -> Path:
+    "Write `text` (UTF-8) to `path` atomically."
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from .core import atomic_write_text
 
 # %% ../nbs/90_devtools.ipynb #331594d6
 def project_root(start=None) -> Path:
@@ -100,11 +101,9 @@ def stale_readme(root=None) -> bool:
     return not readme.exists() or readme.read_text() != readme_markdown(root / "nbs" / "index.ipynb")
 
 def write_readme(root=None):
-    "Regenerate README.md from nbs/index.ipynb (atomically: a temp file renamed into place)."
+    "Regenerate README.md from nbs/index.ipynb, atomically."
     root = project_root(root)
-    tmp = root / "README.md.tmp"
-    tmp.write_text(readme_markdown(root / "nbs" / "index.ipynb"))
-    os.replace(tmp, root / "README.md")
+    atomic_write_text(root / "README.md", readme_markdown(root / "nbs" / "index.ipynb"))
 
 # %% ../nbs/90_devtools.ipynb #c94aa94c
 def run_checks(root=None) -> int:
