@@ -1,0 +1,117 @@
+"""Each optimizer's parameter trajectory over 20 steps against a plain-NumPy transcription of its published rule."""
+import math
+import numpy as np
+import pytest
+import minidl as md
+import minidl.nn as nn
+from minidl import optim
+
+STEPS = 20
+
+def quadratic_grads(p):
+    "Gradient of a fixed, non-trivial loss: sum(A p * p) + sum(sin(p)) with a fixed positive diagonal A."
+    a = np.linspace(0.5, 3.0, p.size).reshape(p.shape)
+    return 2 * a * p + np.cos(p)
+
+def run_minidl(make, p0):
+    p = nn.Parameter(md.tensor(p0.copy(), dtype="float64"))
+    opt = make([p])
+    out = []
+    for _ in range(STEPS):
+        p.grad = md.tensor(quadratic_grads(p.detach().numpy()))
+        opt.step()
+        out.append(p.detach().numpy().copy())
+    return np.array(out)
+
+def ref_sgd(p, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    out, buf = [], None
+    for t in range(STEPS):
+        g = quadratic_grads(p) + weight_decay * p
+        if momentum:
+            buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
+        out.append(p)
+    return np.array(out)
+
+def ref_adam(p, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
+    m, v, vmax, out = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
+    for t in range(1, STEPS + 1):
+        g = quadratic_grads(p)
+        if decoupled: p = p * (1 - lr * weight_decay)
+        else: g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        mhat, vhat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+        if amsgrad:
+            vmax = np.maximum(vmax, v); vhat = vmax / (1 - betas[1] ** t)
+        p = p - lr * mhat / (np.sqrt(vhat) + eps)
+        out.append(p)
+    return np.array(out)
+
+def ref_rmsprop(p, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    sq, gavg, buf, out = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
+    for t in range(STEPS):
+        g = quadratic_grads(p) + weight_decay * p
+        sq = alpha * sq + (1 - alpha) * g * g
+        if centered:
+            gavg = alpha * gavg + (1 - alpha) * g
+            avg = np.sqrt(sq - gavg**2) + eps
+        else:
+            avg = np.sqrt(sq) + eps
+        if momentum:
+            buf = momentum * buf + g / avg; p = p - lr * buf
+        else:
+            p = p - lr * g / avg
+        out.append(p)
+    return np.array(out)
+
+def ref_adagrad(p, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+    acc, out = np.full_like(p, initial_accumulator_value), []
+    for t in range(1, STEPS + 1):
+        g = quadratic_grads(p) + weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        acc = acc + g * g
+        p = p - clr * g / (np.sqrt(acc) + eps)
+        out.append(p)
+    return np.array(out)
+
+CASES = [
+    (optim.SGD, ref_sgd, dict(lr=0.05)),
+    (optim.SGD, ref_sgd, dict(lr=0.05, momentum=0.9)),
+    (optim.SGD, ref_sgd, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    (optim.SGD, ref_sgd, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
+    (optim.Adam, ref_adam, dict(lr=0.1)),
+    (optim.Adam, ref_adam, dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    (optim.Adam, ref_adam, dict(lr=0.1, amsgrad=True)),
+    (optim.AdamW, lambda p, **kw: ref_adam(p, decoupled=True, **kw), dict(lr=0.1, weight_decay=0.1)),
+    (optim.AdamW, lambda p, **kw: ref_adam(p, decoupled=True, **kw), dict(lr=0.1, weight_decay=0.05, amsgrad=True)),
+    (optim.RMSprop, ref_rmsprop, dict(lr=0.01)),
+    (optim.RMSprop, ref_rmsprop, dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
+    (optim.Adagrad, ref_adagrad, dict(lr=0.1)),
+    (optim.Adagrad, ref_adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5)),
+]
+
+@pytest.mark.parametrize("cls,ref,kw", CASES, ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_trajectory_matches_reference(cls, ref, kw):
+    p0 = np.random.default_rng(0).standard_normal((3, 4))
+    got = run_minidl(lambda ps: cls(ps, **kw), p0)
+    np.testing.assert_allclose(got, ref(p0, **kw), rtol=1e-10, atol=1e-12)
+    assert np.abs(got[-1] - p0).max() > 1e-3       # it really moved
+
+def test_float32_parameters_stay_float32():
+    p = nn.Parameter(md.randn(5)); p.grad = md.randn(5)
+    optim.Adam([p], lr=0.1).step()
+    assert p.dtype == md.float32
+
+def test_resume_from_state_dict_continues_identically():
+    p0 = np.random.default_rng(1).standard_normal(6)
+    full = run_minidl(lambda ps: optim.Adam(ps, lr=0.1), p0)
+    p = nn.Parameter(md.tensor(p0.copy(), dtype="float64")); opt = optim.Adam([p], lr=0.1)
+    for _ in range(10):
+        p.grad = md.tensor(quadratic_grads(p.detach().numpy())); opt.step()
+    sd = opt.state_dict()
+    q = nn.Parameter(md.tensor(p.detach().numpy().copy())); opt2 = optim.Adam([q], lr=0.5); opt2.load_state_dict(sd)
+    for _ in range(10):
+        q.grad = md.tensor(quadratic_grads(q.detach().numpy())); opt2.step()
+    np.testing.assert_array_equal(q.detach().numpy(), full[-1])
