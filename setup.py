@@ -39,7 +39,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),
-    extras_require={"dev": reqs("dev_requirements"), "cuda": reqs("cuda_requirements")},
+    extras_require={"dev": reqs("dev_requirements"), "cuda": reqs("cuda_requirements"), "data": reqs("data_requirements")},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],
