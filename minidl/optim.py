@@ -87,6 +87,7 @@ class Optimizer:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
+            s = {k: (v.detach()._a if isinstance(v, Tensor) else v) for k, v in s.items()}   # as loaded by minidl.load
             for k, v in s.items():
                 if isinstance(v, np.ndarray) and v.size != p._a.size:
                     raise ValueError(f"state {k!r} of parameter {i} has {v.size} values, the parameter has {p._a.size}")
