@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from . import optim
 from .autograd import no_grad
 from .data import DataLoader
+from .nn import functional
 from .save import save
 from .tensor import Tensor
 
@@ -45,7 +46,6 @@ class DataLoaders:
 class Learner:
     "Train `model` on `dls` with `loss_func`, an optimizer from `opt_func`, callbacks `cbs` and `metrics`."
     def __init__(self, model, dls: DataLoaders, loss_func=None, opt_func=optim.Adam, lr: float = 1e-3, cbs=(), metrics=()):
-        from minidl.nn import functional
         self.model, self.dls, self.loss_func, self.opt_func, self.lr = model, dls, loss_func or functional.cross_entropy, opt_func, lr
         self.metrics, self.opt, self.cbs = list(metrics), None, []
         self.add_cbs([TrainEvalCallback(), Recorder(), *cbs])
@@ -54,6 +54,8 @@ class Learner:
         for cb in cbs:
             if isinstance(cb, type): cb = cb()
             if not isinstance(cb, Callback): raise TypeError(f"{cb!r} is not a Callback")
+            typos = [m for m in dir(cb) if m.startswith(("before_", "after_")) and m not in EVENTS]
+            if typos: raise AttributeError(f"{type(cb).__name__} defines {typos}, which are not events; the events are {', '.join(EVENTS)}")
             cb.learn = self; self.cbs.append(cb)
             setattr(self, _snake(type(cb).__name__), cb)
         self.cbs.sort(key=lambda c: c.order)
