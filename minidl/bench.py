@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['WORKLOADS', 'QUIET_POOLS', 'interleaved', 'Table', 'load_torch', 'machine_table', 'bench_matmul', 'bench_elementwise',
-           'bench_softmax', 'bench_autograd', 'startup_times', 'bench_startup', 'run', 'main']
+           'bench_softmax', 'bench_autograd', 'bench_mlp_epoch', 'startup_times', 'bench_startup', 'run', 'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -158,6 +158,32 @@ def bench_autograd(torch, n=4) -> Table:
     return t
 
 # %% ../nbs/95_bench.ipynb #751ae547
+def bench_mlp_epoch(torch, n=60_000, rounds=3) -> Table:
+    from minidl import data, nn, optim
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((n, 784), dtype=np.float32), rng.integers(0, 10, n)
+    def md_epoch():
+        minidl.manual_seed(0)
+        m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+        opt = optim.SGD(m.parameters(), lr=0.01)
+        for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), 128, shuffle=True, seed=0):
+            loss = nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+    fns = {"minidl": md_epoch}
+    if torch:
+        def torch_epoch():
+            torch.manual_seed(0)
+            m = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+            opt = torch.optim.SGD(m.parameters(), lr=0.01)
+            for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), 128, shuffle=True):
+                loss = torch.nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+        fns["torch"] = torch_epoch
+    r = interleaved(fns, rounds=rounds, round_seconds=0)
+    t = Table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
+    for k, v in r.items(): t.add(k, v, n / v, r["minidl"] / r["torch"] if torch else None)
+    t.notes.append("target: minidl / torch ≤ 1.0")
+    return t
+
+# %% ../nbs/95_bench.ipynb #f1787c41
 _STARTUP_SCRIPT = """
 import time; t0 = time.perf_counter()
 import minidl as md
@@ -190,9 +216,9 @@ def bench_startup(torch, warm_runs=3) -> Table:
     t.notes.append("targets: cold < 10 s, warm < 2 s to the first finished step; import < 1 s")
     return t
 
-# %% ../nbs/95_bench.ipynb #f1787c41
+# %% ../nbs/95_bench.ipynb #93efe343
 WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax": bench_softmax,
-             "autograd": bench_autograd, "startup": bench_startup}
+             "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "startup": bench_startup}
 
 def run(names=None, threads: int = None, out=print) -> list:
     "Run the named workloads (all when None), print each table as it finishes, return them all."
