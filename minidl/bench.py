@@ -17,7 +17,8 @@ import numpy as np
 import numba
 import minidl
 from . import kernels as K
-from .core import cpu_peak_gflops
+from pathlib import Path
+from .core import calls_per_round, cpu_peak_gflops
 
 # %% ../nbs/95_bench.ipynb #3aa98a88
 def interleaved(fns: dict, rounds: int = 7, warmup: int = 1, round_seconds: float = 0.02) -> dict:
@@ -25,8 +26,7 @@ def interleaved(fns: dict, rounds: int = 7, warmup: int = 1, round_seconds: floa
     numbers = {}
     for name, f in fns.items():
         for _ in range(warmup): f()
-        t0 = time.perf_counter(); f(); dt = time.perf_counter() - t0
-        numbers[name] = max(1, min(10_000, int(round_seconds / max(dt, 1e-9))))
+        numbers[name] = calls_per_round(f, round_seconds)
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, f in fns.items():
@@ -62,7 +62,8 @@ def load_torch(threads: int):
 def machine_table(torch) -> Table:
     "What the numbers were measured on."
     t = Table("Machine", ["item", "value"])
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
+    info = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
+    cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
     t.add("CPU", f"{cpu}, {len(os.sched_getaffinity(0))} cores usable")
     t.add("nominal float32 peak", f"{cpu_peak_gflops() or float('nan'):.0f} GFLOP/s")
     t.add("threads", f"numba {numba.get_num_threads()}, BLAS {os.environ.get('OPENBLAS_NUM_THREADS', 'default (all cores)')}, "
@@ -189,13 +190,11 @@ import time; t0 = time.perf_counter()
 import minidl as md
 t1 = time.perf_counter()
 md.manual_seed(0)
+model = md.nn.Sequential(md.nn.Linear(784, 256), md.nn.ReLU(), md.nn.Linear(256, 10))
+opt = md.optim.SGD(model.parameters(), lr=0.1)
 x, y = md.randn(128, 784), md.randint(0, 10, (128,))
-w1, w2 = (md.randn(784, 256) * 0.05).requires_grad_(), (md.randn(256, 10) * 0.05).requires_grad_()
-logits = (x @ w1).relu() @ w2
-loss = -logits.log_softmax(1).gather(1, y.unsqueeze(1)).mean()
-loss.backward()
-with md.no_grad():
-    for p in (w1, w2): p -= 0.1 * p.grad
+md.nn.functional.cross_entropy(model(x), y).backward()
+opt.step()
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t0)
 """

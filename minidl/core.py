@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['cache_dir', 'float32', 'float64', 'int64', 'bool_', 'dtypes', 'kernel_cache_dir', 'as_dtype', 'get_default_dtype',
-           'set_default_dtype', 'manual_seed', 'default_generator', 'Timing', 'timeit', 'cpu_peak_gflops',
-           'atomic_write_bytes', 'atomic_write_text']
+           'set_default_dtype', 'manual_seed', 'default_generator', 'Timing', 'calls_per_round', 'timeit',
+           'cpu_peak_gflops', 'atomic_write_bytes', 'atomic_write_text']
 
 # %% ../nbs/00_core.ipynb #5ba4a598
 import os
@@ -96,12 +96,15 @@ def _fmt_seconds(s):
         if s >= scale: return f"{s/scale:.3g} {unit}"
     return f"{s/1e-9:.3g} ns"
 
+def calls_per_round(fn, seconds: float = 0.02) -> int:
+    "How many calls of `fn` take about `seconds`, judged from one timed call (between 1 and 10,000)."
+    t0 = time.perf_counter(); fn(); dt = time.perf_counter() - t0
+    return max(1, min(10_000, int(seconds / max(dt, 1e-9))))
+
 def timeit(fn, *args, repeat: int = 7, number: int = None, warmup: int = 1, **kwargs) -> Timing:
-    "Time `fn(*args, **kwargs)`: `warmup` untimed calls, then `repeat` rounds of `number` calls each."
+    "Time `fn(*args, **kwargs)`: `warmup` untimed calls, then `repeat` rounds of `number` calls each (about 20 ms when None)."
     for _ in range(warmup): fn(*args, **kwargs)
-    if number is None:  # aim for rounds of about 20 ms
-        t0 = time.perf_counter(); fn(*args, **kwargs); dt = time.perf_counter() - t0
-        number = max(1, min(10_000, int(0.02 / max(dt, 1e-9))))
+    if number is None: number = calls_per_round(lambda: fn(*args, **kwargs))
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['Dataset', 'TensorDataset', 'Subset', 'random_split', 'default_collate', 'DataLoader', 'Normalize', 'TransformDataset',
-           'data_dir', 'sha256_of', 'download', 'read_idx', 'write_idx', 'MNIST', 'FashionMNIST', 'mnist1d']
+           'data_dir', 'sha256_of', 'download_url', 'read_idx', 'write_idx', 'MNIST', 'FashionMNIST', 'mnist1d']
 
 # %% ../nbs/08_data.ipynb #d556c3c8
 import gzip
 import hashlib
+import io
 import os
 import struct
 import urllib.request
@@ -111,7 +112,7 @@ def sha256_of(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
-def download(url: str, path, sha256: str, timeout: float = 60) -> Path:
+def download_url(url: str, path, sha256: str, timeout: float = 60) -> Path:
     "Fetch `url` to `path` unless a file with the right SHA-256 is already there; verify before writing."
     path = Path(path)
     if path.exists() and sha256_of(path) == sha256: return path
@@ -164,10 +165,10 @@ class _IDXDataset(TensorDataset):
         for kind in ("images-idx3", "labels-idx1"):
             name = f"{split}-{kind}-ubyte.gz"
             path = root / name
-            if download and not (path.exists() and sha256_of(path) == self.files[name]):
+            if download:                          # a no-op when the file is there with the right checksum
                 errors = []
                 for mirror in self.mirrors:
-                    try: globals()["download"](mirror + name, path, self.files[name]); break
+                    try: download_url(mirror + name, path, self.files[name]); break
                     except (ConnectionError, ValueError) as e: errors.append(str(e))
                 else: raise ConnectionError(f"{type(self).__name__}: every mirror failed for {name}:\n  " + "\n  ".join(errors))
             if not path.exists(): raise FileNotFoundError(f"{path} not found; pass download=True or place the file there")
@@ -214,7 +215,6 @@ def mnist1d(root=None, num_samples: int = 5000, seed: int = 42, train_split: flo
         finally: np.random.set_state(np_state); random.setstate(py_state)
         arrays = {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
                   "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
-        import io
         buf = io.BytesIO(); np.savez(buf, **arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, buf.getvalue())

@@ -277,7 +277,6 @@ class LRFinder(Callback):
     def after_fit(self):
         self.learn.opt.zero_grad()
         self.learn.model.load_state_dict(self.saved)
-        self.learn.opt.state = {}
 
 def _lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, show_plot=True):
     "Run the LR finder; return the suggested lr (steepest descent of the smoothed loss before its minimum) and plot the curve."

@@ -6,15 +6,16 @@
 __all__ = ['ReLU', 'GELU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MSELoss', 'L1Loss', 'SmoothL1Loss',
            'BCELoss', 'BCEWithLogitsLoss', 'functional', 'init', 'Parameter', 'RemovableHandle', 'Module',
            'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_',
-           'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'Linear', 'Identity', 'Flatten', 'Sequential',
-           'ModuleList', 'ModuleDict', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'Embedding', 'LayerNorm',
-           'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'smooth_l1_loss',
-           'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+           'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten',
+           'Sequential', 'ModuleList', 'ModuleDict', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout',
+           'Embedding', 'LayerNorm', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss',
+           'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
 from collections import OrderedDict
 import numpy as np
+from . import kernels as K
 from . import ops
 from .autograd import Function, no_grad
 from .core import default_generator
@@ -127,11 +128,11 @@ def _train(self, mode: bool = True):
     return self
 
 def _zero_grad(self, set_to_none: bool = True):
-    "Forget the gradients of all parameters (set them to None, or to zeros)."
+    "Forget the gradients of all parameters (set them to None, or fill them with zeros)."
     for p in self.parameters():
         if p.grad is None: continue
         if set_to_none: p.grad = None
-        else: p.grad = Tensor(np.zeros_like(p.grad._a))
+        else: p.grad._a[...] = 0
 
 def _apply(self, fn):
     "Call `fn` on every submodule (children first) and on this module; return self."
@@ -251,6 +252,11 @@ def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
     return normal_(t, 0.0, _kaiming_std(t, a, mode, nonlinearity))
 
 # %% ../nbs/06_nn.ipynb #b974d460
+def linear(x, weight, bias=None):
+    "x @ weight.T + bias."
+    y = x @ weight.T
+    return y + bias if bias is not None else y
+
 class Linear(Module):
     "y = x @ weight.T + bias."
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
@@ -265,8 +271,7 @@ class Linear(Module):
     def forward(self, x):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input has {x.shape[-1]} features in its last dimension (shape {tuple(x.shape)}), expected {self.in_features}")
-        y = x @ self.weight.T
-        return y + self.bias if self.bias is not None else y
+        return linear(x, self.weight, self.bias)
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 class Identity(Module):
@@ -354,12 +359,16 @@ class Dropout(Module):
         super().__init__()
         if not 0 <= p <= 1: raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
-    def forward(self, x):
-        if not self.training or self.p == 0: return x
-        if self.p == 1: return x * 0
-        keep = default_generator().random(x.shape) >= self.p
-        return x * Tensor((keep / (1 - self.p)).astype(x.dtype))
+    def forward(self, x): return dropout(x, self.p, self.training)
     def extra_repr(self): return f"p={self.p}"
+
+def dropout(x, p: float = 0.5, training: bool = True):
+    "Zero each element with probability p and scale the rest by 1/(1-p) when `training`; else return x."
+    if not 0 <= p <= 1: raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0: return x
+    if p == 1: return x * 0
+    keep = default_generator().random(x.shape) >= p
+    return x * Tensor((keep / (1 - p)).astype(x.dtype))
 
 class Embedding(Module):
     "A lookup table of `num_embeddings` vectors; the `padding_idx` row starts at zero and gets no gradient."
@@ -376,11 +385,10 @@ class Embedding(Module):
         if idx.dtype.kind not in "iu": raise TypeError(f"Embedding: indices must be an integer tensor, got {idx.dtype}")
         if idx.numel() and (idx._a.min() < 0 or idx._a.max() >= self.num_embeddings):
             raise IndexError(f"Embedding: index out of range [0, {self.num_embeddings}) (min {idx._a.min()}, max {idx._a.max()})")
-        w = self.weight
-        if self.padding_idx is not None and w.requires_grad:
-            mask = np.ones((self.num_embeddings, 1), w.dtype); mask[self.padding_idx] = 0
-            w = w * Tensor(mask) + Tensor(w._a * (1 - mask))       # same values; no gradient reaches the padding row
-        return w[idx]
+        out = self.weight[idx]
+        if self.padding_idx is not None and out.requires_grad:    # same values; no gradient reaches the padding row
+            out = ops.where(Tensor((idx._a != self.padding_idx)[..., None]), out, Tensor(out._a))
+        return out
     def extra_repr(self): return f"{self.num_embeddings}, {self.embedding_dim}" + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
 class LayerNorm(Module):
@@ -444,7 +452,6 @@ class CrossEntropyFn(Function):
     "Fused log-softmax + negative log-likelihood over rows of `x` (N, C); `q` the (N, C) target weights, `a` = q.sum(1)."
     @staticmethod
     def forward(ctx, x, q, a, denom, reduction):
-        from minidl import kernels as K
         lsm = K.log_softmax(x._a, 1)
         losses = -(q * lsm).sum(1)
         ctx.q, ctx.a, ctx.denom, ctx.reduction = q, a, denom, reduction
@@ -573,8 +580,7 @@ def _namespace(name, doc, members):
 functional = _namespace("functional", "Functional forms of the layers and losses (import as F).", dict(
     relu=ops.relu, leaky_relu=ops.leaky_relu, elu=ops.elu, gelu=ops.gelu, silu=ops.silu, softplus=ops.softplus,
     sigmoid=ops.sigmoid, tanh=ops.tanh, softmax=ops.softmax, log_softmax=ops.log_softmax, one_hot=ops.one_hot,
-    linear=lambda x, weight, bias=None: x @ weight.T + bias if bias is not None else x @ weight.T,
-    dropout=lambda x, p=0.5, training=True: Dropout(p).train(training)(x),
+    linear=linear, dropout=dropout,
     cross_entropy=cross_entropy, nll_loss=nll_loss, mse_loss=mse_loss, l1_loss=l1_loss, smooth_l1_loss=smooth_l1_loss,
     binary_cross_entropy=binary_cross_entropy, binary_cross_entropy_with_logits=binary_cross_entropy_with_logits))
 init = _namespace("init", "Parameter initialisation, in place (the trailing underscore).", dict(

@@ -62,9 +62,12 @@ def _unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
     return g.sum(axes).reshape(shape) if axes else g.reshape(shape)
 
-def _broadcast_error(op, a, b, err):
-    return ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
-                      "(sizes must match or be 1, aligned from the right)")
+def _broadcast(op: str, ufunc, a, b) -> np.ndarray:
+    "`ufunc` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
+    try: return ufunc(a._a, b._a)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
+                         "(sizes must match or be 1, aligned from the right)") from None
 
 # %% ../nbs/04_ops.ipynb #bf621974
 class Cast(Function):
@@ -239,8 +242,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
-        try: return Tensor(np.add(a._a, b._a))
-        except ValueError as e: raise _broadcast_error("add", a, b, e) from None
+        return Tensor(_broadcast("add", np.add, a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
@@ -252,8 +254,7 @@ class Sub(Function):
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
         if a.dtype == bool_: raise TypeError("subtraction of bool tensors is not supported; use logical_xor or ~")
-        try: return Tensor(np.subtract(a._a, b._a))
-        except ValueError as e: raise _broadcast_error("sub", a, b, e) from None
+        return Tensor(_broadcast("sub", np.subtract, a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
@@ -264,8 +265,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try: return Tensor(np.multiply(a._a, b._a))
-        except ValueError as e: raise _broadcast_error("mul", a, b, e) from None
+        return Tensor(_broadcast("mul", np.multiply, a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
@@ -276,8 +276,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try: return Tensor(np.divide(a._a, b._a))
-        except ValueError as e: raise _broadcast_error("div", a, b, e) from None
+        return Tensor(_broadcast("div", np.divide, a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
@@ -287,7 +286,7 @@ class Div(Function):
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
-        out = Tensor(np.power(a._a, b._a))
+        out = Tensor(_broadcast("pow", np.power, a, b))
         ctx.save_for_backward(a, b, out)
         return out
     @staticmethod
@@ -310,7 +309,7 @@ def div(a, b):
 def pow(a, b):
     "a ** b (tensor or number exponent)."
     a, b = _operands(a, b)
-    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(np.power(a._a, b._a))
+    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(_broadcast("pow", np.power, a, b))
     return Pow.apply(a, b)
 
 Tensor.__add__ = Tensor.add = add
@@ -334,8 +333,7 @@ Tensor.__rpow__ = lambda self, o: pow(o, self)
 def _compare(ufunc):
     def op(a, b):
         a, b = _operands(a, b)
-        try: return Tensor(ufunc(a._a, b._a))
-        except ValueError as e: raise _broadcast_error(ufunc.__name__, a, b, e) from None
+        return Tensor(_broadcast(ufunc.__name__, ufunc, a, b))
     op.__name__ = ufunc.__name__
     return op
 
@@ -346,7 +344,7 @@ def _logical(ufunc):
     def op(a, b):
         a, b = _operands(a, b)
         if a.dtype.kind not in "bi": raise TypeError(f"{ufunc.__name__} needs bool or integer tensors, got {a.dtype}")
-        return Tensor(ufunc(a._a, b._a))
+        return Tensor(_broadcast(ufunc.__name__, ufunc, a, b))
     return op
 Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical(np.bitwise_and), _logical(np.bitwise_or), _logical(np.bitwise_xor)
 def _invert(self):

@@ -11,7 +11,7 @@ import bisect
 import math
 import numpy as np
 from numba import njit
-from .autograd import no_grad
+from .autograd import enable_grad, no_grad
 from .tensor import Tensor
 
 # %% ../nbs/07_optim.ipynb #e471fd91
@@ -60,7 +60,6 @@ class Optimizer:
         "Update every parameter that has a gradient; `closure` re-evaluates the model and returns the loss."
         loss = None
         if closure is not None:
-            from minidl.autograd import enable_grad
             with enable_grad(): loss = closure()
         with no_grad():
             for group in self.param_groups:

@@ -52,21 +52,20 @@ def load_file(path) -> tuple:
     if not isinstance(header, dict): raise _invalid(path, "the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     body = memoryview(raw)[8 + n:]
-    entries = []
+    spans = {}                                                         # name -> (start, end, dtype, shape), in header order
     for name, e in header.items():
         try:
             dtype, shape, (start, end) = np.dtype(_DTYPES[e["dtype"]]), tuple(int(s) for s in e["shape"]), e["data_offsets"]
         except (KeyError, TypeError, ValueError): raise _invalid(path, f"bad header entry for {name!r}: {e!r}") from None
         if end - start != int(np.prod(shape)) * dtype.itemsize: raise _invalid(path, f"{name!r}: shape {shape} of {e['dtype']} needs {int(np.prod(shape)) * dtype.itemsize} bytes, the offsets give {end - start}")
-        entries.append((start, end, name, dtype, shape))
-    entries.sort()
+        spans[name] = (start, end, dtype, shape)
     expected = 0
-    for start, end, name, _, _ in entries:
+    for name, (start, end, _, _) in sorted(spans.items(), key=lambda kv: kv[1][:2]):
         if start != expected: raise _invalid(path, f"{name!r} starts at byte {start}, expected {expected} (overlapping or missing data)")
         expected = end
     if expected != len(body): raise _invalid(path, f"the tensors need {expected} bytes of data but the file has {len(body)} (truncated or padded)")
     tensors = {name: Tensor(np.frombuffer(body[s:e], dtype.newbyteorder("<")).astype(dtype).reshape(shape))
-               for s, e, name, dtype, shape in sorted(entries, key=lambda x: list(header).index(x[2]))}
+               for name, (s, e, dtype, shape) in spans.items()}
     return tensors, metadata
 
 # %% ../nbs/09_save.ipynb #d8145f83

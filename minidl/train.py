@@ -35,8 +35,6 @@ def _load_data(name):
     return train, test, int(np.prod(x.shape[1:])), int(train.tensors[1].numpy().max()) + 1
 
 def _save_plot(learn, path):
-    import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     ax = learn.recorder.plot_loss(skip_start=0)
     ax.set_title("minidl train: loss")
