@@ -20,7 +20,7 @@ from .nn import functional
 from .save import save
 from .tensor import Tensor
 
-# %% ../nbs/10_learner.ipynb #62605eb7
+# %% ../nbs/10_learner.ipynb #430448bf
 class CancelBatchException(Exception): "Skip the rest of this batch."
 class CancelTrainException(Exception): "Skip the rest of this epoch's training."
 class CancelValidException(Exception): "Skip this epoch's validation."
@@ -131,7 +131,7 @@ class Learner:
 
 def _snake(name): return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_").removesuffix("_callback")
 
-# %% ../nbs/10_learner.ipynb #b0230e0e
+# %% ../nbs/10_learner.ipynb #70036f55
 class TrainEvalCallback(Callback):
     "Switch the model between train and eval mode; count iterations and progress through training."
     order = -10
@@ -186,7 +186,7 @@ class Recorder(Callback):
 
 def _metric_name(m): return getattr(m, "__name__", type(m).__name__)
 
-# %% ../nbs/10_learner.ipynb #5bcfb7b8
+# %% ../nbs/10_learner.ipynb #4a3763f2
 class SchedulerCallback(Callback):
     "Create a scheduler with `make(optimizer)` at the start of fit; training batch i runs at the schedule's step i."
     order = 10
@@ -194,6 +194,18 @@ class SchedulerCallback(Callback):
     def before_fit(self): self.sched = self.make(self.learn.opt)
     def before_batch(self):
         if self.learn.training and self.learn.train_iter > 0: self.sched.step()
+
+def _tqdm():
+    "tqdm's widget bar inside Jupyter when ipywidgets is installed (it is with `.[dev]`), else the text bar, which works everywhere."
+    try:
+        from IPython import get_ipython
+        import ipywidgets  # noqa: F401  (tqdm.notebook needs it)
+        if type(get_ipython()).__name__ == "ZMQInteractiveShell":
+            from tqdm.notebook import tqdm
+            return tqdm
+    except ImportError: pass
+    from tqdm.std import tqdm
+    return tqdm
 
 class ProgressCallback(Callback):
     "A tqdm progress bar over each epoch's batches, and one printed line of results per epoch."
@@ -203,14 +215,11 @@ class ProgressCallback(Callback):
         self.print_fn, self.leave = print_fn, leave
     def _print(self, line):
         if self.print_fn is not None: return self.print_fn(line)
-        from tqdm.auto import tqdm
-        tqdm.write(line)
+        _tqdm().write(line)
     def before_fit(self): self.header = False
     def before_train(self): self._bar(self.learn.dls.train, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")
     def before_validate(self): self._bar(self.learn.dls.valid, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} valid")
-    def _bar(self, dl, desc):
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
+    def _bar(self, dl, desc): self.bar = _tqdm()(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
     def after_batch(self):
         self.bar.update(1)
         if self.learn.training: self.bar.set_postfix(loss=f"{self.learn.loss.item():.4f}", refresh=False)
@@ -253,7 +262,7 @@ class SaveModelCallback(Callback):
             save({"model": self.learn.model.state_dict(), "optimizer": self.learn.opt.state_dict(),
                   "epoch": self.learn.epoch, self.monitor: float(v)}, self.path)
 
-# %% ../nbs/10_learner.ipynb #4a3763f2
+# %% ../nbs/10_learner.ipynb #a1a3bd06
 class LRFinder(Callback):
     "Grow the lr exponentially from start_lr to end_lr over num_it batches; stop when the loss diverges."
     order = 20
@@ -300,7 +309,7 @@ def _lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, show_plot=True):
 
 Learner.lr_find = _lr_find
 
-# %% ../nbs/10_learner.ipynb #a1a3bd06
+# %% ../nbs/10_learner.ipynb #a13a9c45
 class ActivationStats(Callback):
     "Record mean, std and a histogram of the outputs of `modules` (default: every ReLU) at each training batch."
     order = 30
