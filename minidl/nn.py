@@ -410,8 +410,9 @@ class LayerNorm(Module):
         return y * self.weight + self.bias if self.weight is not None else y
     def extra_repr(self): return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
-class BatchNorm1d(Module):
-    "Normalise each feature over the batch (and length) dims; running statistics for eval mode."
+class _BatchNorm(Module):
+    "Normalise each channel (dim 1) over all other dims; running statistics for eval mode. Subclasses set `shapes`."
+    shapes = {}                                  # ndim -> how the expected shape reads in an error message
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
@@ -422,10 +423,11 @@ class BatchNorm1d(Module):
             self.register_buffer("running_mean", zeros(num_features)); self.register_buffer("running_var", ones(num_features))
             self.register_buffer("num_batches_tracked", zeros((), dtype="int64"))
     def forward(self, x):
-        if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm1d: expected input of shape (N, {self.num_features}) or (N, {self.num_features}, L), got {tuple(x.shape)}")
-        dims = (0,) if x.ndim == 2 else (0, 2)
-        shape = (1, -1) if x.ndim == 2 else (1, -1, 1)
+        if x.ndim not in self.shapes or x.shape[1] != self.num_features:
+            expected = " or ".join(v.format(C=self.num_features) for v in self.shapes.values())
+            raise ValueError(f"{type(self).__name__}: expected input of shape {expected}, got {tuple(x.shape)}")
+        dims = (0, *range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
         if self.training or not self.track_running_stats:
             mu = x.mean(dims, keepdim=True); var = ((x - mu) ** 2).mean(dims, keepdim=True)
             if self.training and self.track_running_stats:
@@ -440,6 +442,10 @@ class BatchNorm1d(Module):
         y = (x - mu) * (var + self.eps).rsqrt()
         return y * self.weight.reshape(*shape) + self.bias.reshape(*shape) if self.weight is not None else y
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}"
+
+class BatchNorm1d(_BatchNorm):
+    "Batch norm for (N, C) features or (N, C, L) sequences."
+    shapes = {2: "(N, {C})", 3: "(N, {C}, L)"}
 
 # %% ../nbs/06_nn.ipynb #2dc2f1a6
 _REDUCTIONS = ("mean", "sum", "none")
