@@ -431,14 +431,14 @@ def pad(input, pad, mode: str = "constant", value: float = 0.0):
 # %% ../nbs/12_conv.ipynb #83dcb90f
 @serial_and_parallel
 def _max_pool(x, kh, kw, sh, sw, ph, pw, dh, dw, out, idx):
-    "Max over each window (padding = -inf); idx = the flat (h*W + w) position of the winner; NaN wins, as in PyTorch."
+    "Max over each window (padding = -inf); idx = the flat (h*W + w) position of the winner (-1: the window is all padding); NaN wins, as in PyTorch."
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for p in range(OH):
             for q in range(OW):
-                best = x[n, c, 0, 0]; bi = -1
+                best = -np.inf; bi = -1
                 for i in range(kh):
                     ih = p * sh - ph + i * dh
                     if ih < 0 or ih >= H: continue
@@ -459,7 +459,7 @@ def _max_pool_backward(gy, idx, dx):
         for p in range(OH):
             for q in range(OW):
                 k = idx[n, c, p, q]
-                dx[n, c, k // W, k % W] += gy[n, c, p, q]
+                if k >= 0: dx[n, c, k // W, k % W] += gy[n, c, p, q]
 
 @serial_and_parallel(fastmath=_fast)
 def _window_mean(x, h0, h1, w0, w1, div, out):
