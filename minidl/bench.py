@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['WORKLOADS', 'QUIET_POOLS', 'interleaved', 'Table', 'load_torch', 'machine_table', 'bench_matmul', 'bench_elementwise',
-           'bench_softmax', 'bench_autograd', 'bench_mlp_epoch', 'startup_times', 'bench_startup', 'run', 'main']
+           'bench_softmax', 'bench_autograd', 'bench_mlp_epoch', 'bench_conv2d', 'bench_lenet_epoch', 'startup_times',
+           'bench_startup', 'run', 'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -185,6 +186,52 @@ def bench_mlp_epoch(torch, n=60_000, rounds=3) -> Table:
     return t
 
 # %% ../nbs/95_bench.ipynb #f1787c41
+def bench_conv2d(torch, n=64, c=64, hw=32, rounds=5) -> Table:
+    from minidl import nn
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((n, c, hw, hw), dtype=np.float32), rng.standard_normal((c, c, 3, 3), dtype=np.float32) * 0.05, np.zeros(c, np.float32)
+    mx, mw, mb = (minidl.tensor(a, requires_grad=True) for a in (x, w, b))
+    fns = {"minidl forward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1),
+           "minidl forward+backward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1).sum().backward()}
+    if torch:
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        fns["torch forward"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1)
+        fns["torch forward+backward"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1).sum().backward()
+    r = interleaved(fns, rounds=rounds, round_seconds=0)
+    flops = 2 * n * c * c * 9 * hw * hw
+    t = Table(f"conv2d {c}→{c} 3×3, padding 1, on {n}×{c}×{hw}×{hw} (float32)", ["pass", "minidl ms", "torch ms", "minidl / torch", "minidl GFLOP/s"])
+    for k, mult in (("forward", 1), ("forward+backward", 3)):
+        m, tt = r[f"minidl {k}"], r.get(f"torch {k}")
+        t.add(k, m * 1e3, tt * 1e3 if tt else None, m / tt if tt else None, mult * flops / m / 1e9)
+    return t
+
+def bench_lenet_epoch(torch, n=60_000, rounds=3) -> Table:
+    from minidl import data, models, optim
+    rng = np.random.default_rng(6)
+    X, Y = rng.standard_normal((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n)
+    def md_epoch():
+        minidl.manual_seed(0)
+        m = models.LeNet5(); opt = optim.SGD(m.parameters(), lr=0.01)
+        for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), 64, shuffle=True, seed=0):
+            loss = minidl.nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+    fns = {"minidl": md_epoch}
+    if torch:
+        tnn = torch.nn
+        def torch_epoch():
+            torch.manual_seed(0)
+            m = tnn.Sequential(tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+                               tnn.Linear(256, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+            opt = torch.optim.SGD(m.parameters(), lr=0.01)
+            for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), 64, shuffle=True):
+                loss = tnn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+        fns["torch"] = torch_epoch
+    r = interleaved(fns, rounds=rounds, round_seconds=0)
+    t = Table(f"LeNet-5 epoch ({n:,} samples 28×28, batch 64, SGD)", ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
+    for k, v in r.items(): t.add(k, v, n / v, r["minidl"] / r["torch"] if torch else None)
+    t.notes.append("target: minidl / torch ≤ 1.25")
+    return t
+
+# %% ../nbs/95_bench.ipynb #93efe343
 _STARTUP_SCRIPT = """
 import time; t0 = time.perf_counter()
 import minidl as md
@@ -215,9 +262,10 @@ def bench_startup(torch, warm_runs=3) -> Table:
     t.notes.append("targets: cold < 10 s, warm < 2 s to the first finished step; import < 1 s")
     return t
 
-# %% ../nbs/95_bench.ipynb #93efe343
+# %% ../nbs/95_bench.ipynb #f5939bb7
 WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax": bench_softmax,
-             "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "startup": bench_startup}
+             "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "conv2d": bench_conv2d, "lenet_epoch": bench_lenet_epoch,
+             "startup": bench_startup}
 
 def run(names=None, threads: int = None, out=print) -> list:
     "Run the named workloads (all when None), print each table as it finishes, return them all."

@@ -9,7 +9,6 @@ __all__ = ['PARALLEL_MIN_SIZE', 'elementwise', 'sigmoid', 'relu', 'leaky_relu', 
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import math
-import os
 import types
 import numpy as np
 import numba
@@ -91,8 +90,8 @@ def mul_add(a, b, c):
     return a * b + c
 
 # %% ../nbs/02_kernels.ipynb #bbcb4e13
-PARALLEL_MIN_SIZE = 1 << 16
-"Below this many elements a kernel runs serially: a parallel launch costs more than it saves."
+PARALLEL_MIN_SIZE = 1 << 20
+"Below this many elements a kernel runs serially: a parallel launch, and the thread pools' contention, cost more than it saves."
 
 def serial_and_parallel(fn=None, **options):
     "Compile `fn` twice, serial and with `parallel=True`; return a function that picks one by `size`."
@@ -106,10 +105,6 @@ def serial_and_parallel(fn=None, **options):
     return pick
 
 # %% ../nbs/02_kernels.ipynb #3de4dba5
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
-
-# %% ../nbs/02_kernels.ipynb #2eeb2369
 _fast = {"reassoc", "contract", "nsz", "arcp"}
 
 @serial_and_parallel(fastmath=_fast)
@@ -134,7 +129,7 @@ def _sum_cols(x, acc):
         for r in range(p * R // P, (p + 1) * R // P):
             for k in range(K): acc[p, k] += x[r, k]
 
-# %% ../nbs/02_kernels.ipynb #c5245ee4
+# %% ../nbs/02_kernels.ipynb #30214644
 def _axes(axes, ndim) -> tuple:
     if axes is None: return tuple(range(ndim))
     axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
@@ -170,7 +165,7 @@ def sum(x: np.ndarray, axes=None, keepdim=False) -> np.ndarray:
     if keepdim: res = res.reshape(tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)))
     return res
 
-# %% ../nbs/02_kernels.ipynb #b336f42b
+# %% ../nbs/02_kernels.ipynb #46b02163
 @intrinsic
 def _float32_from_bits(typingctx, bits):
     "Reinterpret an int32's bits as a float32 (a bit-cast, not a conversion)."
@@ -202,7 +197,7 @@ def _fast_exp_numba(x):
     if x == nbtypes.float32: return lambda x: exp32(x)
     return lambda x: math.exp(x)
 
-# %% ../nbs/02_kernels.ipynb #932ec024
+# %% ../nbs/02_kernels.ipynb #1fdd388f
 @njit(cache=True)
 def _row_max(r):
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = r.dtype.type(-np.inf)
@@ -255,7 +250,7 @@ def softmax(x, axis=-1): "Softmax along `axis`."; return _rowwise(x, axis, 0)
 def log_softmax(x, axis=-1): "Log-softmax along `axis`."; return _rowwise(x, axis, 1)
 def logsumexp(x, axis=-1): "log(sum(exp(x))) along `axis` (the axis is removed)."; return _rowwise(x, axis, 2)
 
-# %% ../nbs/02_kernels.ipynb #27ccecb0
+# %% ../nbs/02_kernels.ipynb #e85b4f09
 @njit(cache=True)
 def _scatter_add(out, index, src):
     for i in range(index.size): out[index[i]] += src[i]
@@ -266,7 +261,7 @@ def scatter_add(size: int, index: np.ndarray, src: np.ndarray) -> np.ndarray:
     _scatter_add(out, np.ascontiguousarray(index, dtype=np.int64).reshape(-1), np.ascontiguousarray(src).reshape(-1))
     return out
 
-# %% ../nbs/02_kernels.ipynb #bac10145
+# %% ../nbs/02_kernels.ipynb #27ccecb0
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Matrix product with NumPy's broadcasting rules for batch dimensions (the GEMM runs in BLAS)."
     return np.matmul(a, b)
