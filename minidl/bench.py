@@ -179,10 +179,12 @@ def bench_mlp_epoch(torch, n=60_000, rounds=3) -> Table:
             for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), 128, shuffle=True):
                 loss = torch.nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
         fns["torch"] = torch_epoch
-    r = interleaved(fns, rounds=rounds, round_seconds=0)
-    t = Table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
-    for k, v in r.items(): t.add(k, v, n / v, r["minidl"] / r["torch"] if torch else None)
-    t.notes.append("target: minidl / torch ≤ 1.0")
+    return _epoch_table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", interleaved(fns, rounds=rounds, round_seconds=0), n, 1.0)
+
+def _epoch_table(title, r, n, target) -> Table:
+    t = Table(title, ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
+    for k, v in r.items(): t.add(k, v, n / v, r["minidl"] / r["torch"] if "torch" in r else None)
+    t.notes.append(f"target: minidl / torch ≤ {target}")
     return t
 
 # %% ../nbs/95_bench.ipynb #f1787c41
@@ -225,11 +227,7 @@ def bench_lenet_epoch(torch, n=60_000, rounds=3) -> Table:
             for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), 64, shuffle=True):
                 loss = tnn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
         fns["torch"] = torch_epoch
-    r = interleaved(fns, rounds=rounds, round_seconds=0)
-    t = Table(f"LeNet-5 epoch ({n:,} samples 28×28, batch 64, SGD)", ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
-    for k, v in r.items(): t.add(k, v, n / v, r["minidl"] / r["torch"] if torch else None)
-    t.notes.append("target: minidl / torch ≤ 1.25")
-    return t
+    return _epoch_table(f"LeNet-5 epoch ({n:,} samples 28×28, batch 64, SGD)", interleaved(fns, rounds=rounds, round_seconds=0), n, 1.25)
 
 # %% ../nbs/95_bench.ipynb #93efe343
 _STARTUP_SCRIPT = """

@@ -22,6 +22,12 @@ from .tensor import Tensor, ones, zeros
 # %% ../nbs/12_conv.ipynb #8c7458fe
 _fast = {"reassoc", "contract", "nsz", "arcp"}
 
+@njit(cache=True)
+def _inside(off, s, n, out):
+    "The range [lo, hi) of output positions q whose input column q*s + off lies inside [0, n)."
+    lo = min(max(0, -(off // s)), out)
+    return lo, min(max((n - 1 - off) // s + 1, lo), out)
+
 @serial_and_parallel
 def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     "cols[n, (c*kh + i)*kw + j, p, q] = x[n, c, p*sh - ph + i*dh, q*sw - pw + j*dw], zero outside x."
@@ -33,8 +39,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 off = j * dw - pw
-                lo = min(max(0, -(off // sw)), OW)                   # first q whose column is inside x
-                hi = min(max((W - 1 - off) // sw + 1, lo), OW)        # one past the last
+                lo, hi = _inside(off, sw, W, OW)
                 for p in range(OH):
                     ih = p * sh - ph + i * dh
                     dst = cols[n, r, p]
@@ -60,8 +65,7 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, x):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 off = j * dw - pw
-                lo = min(max(0, -(off // sw)), OW)
-                hi = min(max((W - 1 - off) // sw + 1, lo), OW)
+                lo, hi = _inside(off, sw, W, OW)
                 for p in range(OH):
                     ih = p * sh - ph + i * dh
                     if ih >= 0 and ih < H:
