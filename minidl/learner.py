@@ -19,6 +19,7 @@ from .data import DataLoader
 from .nn import functional
 from .save import save
 from .tensor import Tensor
+from tqdm.std import tqdm
 
 # %% ../nbs/10_learner.ipynb #430448bf
 class CancelBatchException(Exception): "Skip the rest of this batch."
@@ -195,31 +196,19 @@ class SchedulerCallback(Callback):
     def before_batch(self):
         if self.learn.training and self.learn.train_iter > 0: self.sched.step()
 
-def _tqdm():
-    "tqdm's widget bar inside Jupyter when ipywidgets is installed (it is with `.[dev]`), else the text bar, which works everywhere."
-    try:
-        from IPython import get_ipython
-        import ipywidgets  # noqa: F401  (tqdm.notebook needs it)
-        if type(get_ipython()).__name__ == "ZMQInteractiveShell":
-            from tqdm.notebook import tqdm
-            return tqdm
-    except ImportError: pass
-    from tqdm.std import tqdm
-    return tqdm
-
 class ProgressCallback(Callback):
-    "A tqdm progress bar over each epoch's batches, and one printed line of results per epoch."
+    "A tqdm text bar over each epoch's batches (it works in a terminal and in Jupyter), and one printed line of results per epoch."
     order = 60
     def __init__(self, print_fn=None, leave=False):
         "`print_fn` receives each results line (default: `tqdm.write`, which keeps the bar intact)."
         self.print_fn, self.leave = print_fn, leave
     def _print(self, line):
         if self.print_fn is not None: return self.print_fn(line)
-        _tqdm().write(line)
+        tqdm.write(line)
     def before_fit(self): self.header = False
     def before_train(self): self._bar(self.learn.dls.train, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")
     def before_validate(self): self._bar(self.learn.dls.valid, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} valid")
-    def _bar(self, dl, desc): self.bar = _tqdm()(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
+    def _bar(self, dl, desc): self.bar = tqdm(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
     def after_batch(self):
         self.bar.update(1)
         if self.learn.training: self.bar.set_postfix(loss=f"{self.learn.loss.item():.4f}", refresh=False)
