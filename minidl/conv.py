@@ -198,14 +198,18 @@ def _direct_weight_grad(xp, gy, sh, sw, dh, dw, groups, dw_out):
                 dw_out[o, c, i, j] = s
 
 # %% ../nbs/12_conv.ipynb #9d85ca84
-def _padded(x, g: Geometry):
-    "x zero-padded to exactly the extent the windows reach (cropping what no window reads)."
-    (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
-    H = (OH - 1) * sh + (kh - 1) * dh + 1; W = (OW - 1) * sw + (kw - 1) * dw + 1
+def _overlap(g: Geometry, hw, padded_hw):
+    "Where an input of size `hw` sits in its padded copy of size `padded_hw`: (index into the copy, index into the input)."
     (t, _), (l, _) = g.padding
-    xp = np.zeros(x.shape[:2] + (H, W), x.dtype)
-    hs, ws = slice(max(t, 0), min(t + x.shape[2], H)), slice(max(l, 0), min(l + x.shape[3], W))
-    xp[:, :, hs, ws] = x[:, :, hs.start - t: hs.stop - t, ws.start - l: ws.stop - l]
+    h, w = max(0, min(hw[0], padded_hw[0] - t)), max(0, min(hw[1], padded_hw[1] - l))   # rows/columns no window reads are cut off
+    return (..., slice(t, t + h), slice(l, l + w)), (..., slice(0, h), slice(0, w))
+
+def _padded(x, g: Geometry):
+    "x zero-padded to exactly the extent the windows reach."
+    (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
+    xp = np.zeros(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), x.dtype)
+    in_copy, in_x = _overlap(g, x.shape[2:], xp.shape[2:])
+    xp[in_copy] = x[in_x]
     return xp
 
 def _direct_conv(x, w, groups, g):
@@ -221,19 +225,18 @@ def _use_direct(w) -> bool:
     return w.shape[1] * w.shape[2] * w.shape[3] <= DIRECT_MAX_TAPS
 
 # %% ../nbs/12_conv.ipynb #347c244e
-def _conv_output_grads(ctx, gy, x_shape):
+def _conv_output_grads(ctx, gy, w, x_shape):
     "Input and weight gradients of a convolution, by the path its forward took."
-    w, g, groups = ctx.w, ctx.geom, ctx.groups
+    g, groups = ctx.geom, ctx.groups
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
     if ctx.direct:
         if need_x:
             dxp = np.zeros(ctx.xp.shape, gy.dtype)
             _direct_input_grad(dxp.size)(gy, w, *g.stride, *g.dilation, groups, dxp)
-            (t, _), (l, _) = g.padding
             dx = np.zeros(x_shape, gy.dtype)
-            hs, ws = slice(max(t, 0), min(t + x_shape[2], dxp.shape[2])), slice(max(l, 0), min(l + x_shape[3], dxp.shape[3]))
-            dx[:, :, hs.start - t: hs.stop - t, ws.start - l: ws.stop - l] = dxp[:, :, hs, ws]
+            in_copy, in_x = _overlap(g, x_shape[2:], dxp.shape[2:])
+            dx[in_x] = dxp[in_copy]
         if need_w:
             dw = np.empty(w.shape, gy.dtype)
             _direct_weight_grad(ctx.xp.size)(ctx.xp, gy, *g.stride, *g.dilation, groups, dw)
@@ -247,7 +250,8 @@ class Conv2dFn(Function):
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
         xa, wa = np.ascontiguousarray(x._a), np.ascontiguousarray(w._a)
-        ctx.w, ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = wa, geom, groups, xa.shape, _use_direct(wa)
+        ctx.save_for_backward(w)                       # the weight, with its version: an in-place update before backward is an error
+        ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, xa.shape, _use_direct(wa)
         if ctx.direct:
             ctx.xp = _padded(xa, geom)
             out = np.zeros((xa.shape[0], wa.shape[0], *geom.out), xa.dtype)
@@ -258,8 +262,8 @@ class Conv2dFn(Function):
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
-        ga = np.ascontiguousarray(gy._a)
-        dx, dw = _conv_output_grads(ctx, ga, ctx.x_shape)
+        ga, (w,) = np.ascontiguousarray(gy._a), ctx.saved_tensors
+        dx, dw = _conv_output_grads(ctx, ga, np.ascontiguousarray(w._a), ctx.x_shape)
         db = Tensor(ga.sum((0, 2, 3))) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 
@@ -268,19 +272,19 @@ class ConvTranspose2dFn(Function):
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int, out_hw: tuple):
         xa, wa = np.ascontiguousarray(x._a), np.ascontiguousarray(w._a)
-        ctx.w, ctx.geom, ctx.groups, ctx.xa = wa, geom, groups, xa
-        N = xa.shape[0]; cout = wa.shape[1] * groups
-        out = _gemm_input_grad(xa, wa, groups, geom, (N, cout, *out_hw))
+        ctx.save_for_backward(x, w)
+        ctx.geom, ctx.groups = geom, groups
+        out = _gemm_input_grad(xa, wa, groups, geom, (xa.shape[0], wa.shape[1] * groups, *out_hw))
         if b is not None: out += b._a.reshape(1, -1, 1, 1)
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
-        ga = np.ascontiguousarray(gy._a)
+        ga, (x, w) = np.ascontiguousarray(gy._a), ctx.saved_tensors
         dx = dw = db = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            y, cols = _gemm_forward(ga, ctx.w, ctx.groups, ctx.geom)       # the forward conv of the output gradient
+            y, cols = _gemm_forward(ga, np.ascontiguousarray(w._a), ctx.groups, ctx.geom)       # the forward conv of the output gradient
             if ctx.needs_input_grad[0]: dx = Tensor(y)
-            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(ctx.xa, cols, ctx.groups, ctx.w.shape))
+            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(np.ascontiguousarray(x._a), cols, ctx.groups, w.shape))
         if ctx.needs_input_grad[2]: db = Tensor(ga.sum((0, 2, 3)))
         return dx, dw, db
 
@@ -512,13 +516,17 @@ def _window_mean_backward(gy, h0, h1, w0, w1, div, dx):
                     for j in range(w0[q], w1[q]): row[j] += v
 
 # %% ../nbs/12_conv.ipynb #1141f6c4
+def _max_pool_arrays(x, g: Geometry):
+    "The pooled maxima and the winners' positions, as arrays."
+    out = np.empty(x.shape[:2] + g.out, x.dtype); idx = np.empty(out.shape, np.int64)
+    _max_pool(out.size)(np.ascontiguousarray(x._a), *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
+    return out, idx
+
 class _MaxPool(Function):
+    "Wraps maxima already computed by `_max_pool_arrays`; backward sends each gradient to its winner."
     @staticmethod
-    def forward(ctx, x, g: Geometry):
-        xa = np.ascontiguousarray(x._a)
-        out = np.empty(xa.shape[:2] + g.out, xa.dtype); idx = np.empty(out.shape, np.int64)
-        _max_pool(out.size)(xa, *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
-        ctx.idx, ctx.shape = idx, xa.shape
+    def forward(ctx, x, out, idx):
+        ctx.idx, ctx.shape = idx, x.shape
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
@@ -560,16 +568,14 @@ def _pool_args(name, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     "Max over (kh, kw) windows of (N, C, H, W); stride defaults to the kernel size."
     x4, undo, g = _pool_args("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode)
-    y = undo(_MaxPool.apply(x4, g))
-    if not return_indices: return y
-    out = np.empty(x4.shape[:2] + g.out, x4.dtype); idx = np.empty(out.shape, np.int64)
-    _max_pool(out.size)(np.ascontiguousarray(x4._a), *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
-    return y, undo(Tensor(idx))
+    out, idx = _max_pool_arrays(x4, g)
+    y = undo(_MaxPool.apply(x4, out, idx))
+    return (y, undo(Tensor(idx))) if return_indices else y
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     "Max over windows of (N, C, L)."
     x4, undo, g = _pool_args("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return undo(_MaxPool.apply(x4, g))
+    return undo(_MaxPool.apply(x4, *_max_pool_arrays(x4, g)))
 
 def _avg_bounds(n, k, s, p, out, include_pad):
     start = np.arange(out) * s - p
@@ -602,8 +608,8 @@ def _adaptive(name, nd, input, output_size):
     _check_input(name, input, nd, None, "")
     x4, undo = _batched(input, nd)
     H, W = x4.shape[2:]
-    size = (1,) + tuple(W if v is None else v for v in _as_sizes(output_size, 1, name)) if nd == 1 else \
-        tuple(n if v is None else v for n, v in zip((H, W), _as_sizes(output_size, 2, name)))
+    wanted = _as_sizes(output_size, nd, name)
+    size = tuple(n if v is None else v for n, v in zip((H, W), (1, *wanted) if nd == 1 else wanted))
     if min(size) < 1: raise ValueError(f"{name}: output_size must be positive, got {output_size!r}")
     h0, h1 = _adaptive_bounds(H, size[0]); w0, w1 = _adaptive_bounds(W, size[1])
     return undo(_WindowMean.apply(x4, (h0, h1, w0, w1, np.outer(h1 - h0, w1 - w0).astype(np.float64))))

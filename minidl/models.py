@@ -60,20 +60,20 @@ class ResNet(nn.Module):
     def forward(self, x): return self.head(self.stages(self.stem(x)))
 
 # %% ../nbs/13_cnn.ipynb #2352ea49
+def _samples(model, shape, ndims, what):
+    "`shape` if a sample of that shape suits `model`, else a clear error."
+    if len(shape) not in ndims: raise ValueError(f"{model} needs {what}; this dataset's samples have shape {tuple(shape)}")
+    return shape
+
 def _mlp(shape, n): return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, n))
 def _linear(shape, n): return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), n))
-
-def _image_model(cls):
-    def make(shape, n):
-        if len(shape) != 3: raise ValueError(f"{cls.__name__} needs images (C, H, W); this dataset's samples have shape {tuple(shape)}")
-        return cls(shape[0], n, shape[1:]) if cls is LeNet5 else cls(shape[0], n)
-    return make
-
 def _cnn1d(shape, n):
-    if len(shape) not in (1, 2): raise ValueError(f"CNN1d needs sequences (L,) or (C, L); this dataset's samples have shape {tuple(shape)}")
-    return CNN1d(1 if len(shape) == 1 else shape[0], n, shape[-1])
+    shape = _samples("CNN1d", shape, (1, 2), "sequences (L,) or (C, L)")
+    return CNN1d(shape[0] if len(shape) == 2 else 1, n, shape[-1])
+def _lenet(shape, n): c, h, w = _samples("LeNet5", shape, (3,), "images (C, H, W)"); return LeNet5(c, n, (h, w))
+def _resnet(shape, n): return ResNet(_samples("ResNet", shape, (3,), "images (C, H, W)")[0], n)
 
-MODELS = {"mlp": _mlp, "linear": _linear, "cnn1d": _cnn1d, "lenet": _image_model(LeNet5), "resnet": _image_model(ResNet)}
+MODELS = {"mlp": _mlp, "linear": _linear, "cnn1d": _cnn1d, "lenet": _lenet, "resnet": _resnet}
 
 def create_model(name: str, input_shape, num_classes: int) -> nn.Module:
     "A model from `MODELS` by name, sized for samples of `input_shape` and `num_classes` classes."

@@ -160,7 +160,7 @@ def test_conv_transpose2d(case, op):
 def test_conv2d_transpose_is_the_input_gradient():
     "conv_transpose2d(g, w) is exactly the gradient of conv2d with respect to its input."
     rng = np.random.default_rng(1)
-    x, w, g = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 2, 3, 3)), None
+    x, w = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 2, 3, 3))
     xt = t64(x); y = F.conv2d(xt, t64(w, False), None, 2, 1, 1, 2)
     g = rng.standard_normal(y.shape)
     y.backward(t64(g, False))
@@ -288,3 +288,14 @@ def test_bad_input_names_the_shapes(call, message):
     with pytest.raises((ValueError, TypeError)) as e:
         call()
     assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_weight_changed_in_place_before_backward_is_an_error(op):
+    "As in PyTorch: backward would otherwise use the new weights with the old activations, silently."
+    x, w = md.randn(1, 2, 5, 5, requires_grad=True), md.randn(2, 2, 3, 3, requires_grad=True)
+    y = getattr(F, op)(x, w)
+    with md.no_grad():
+        w.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
