@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PARALLEL_MIN_SIZE', 'elementwise', 'exp32', 'fast_exp', 'sigmoid', 'relu', 'leaky_relu', 'elu', 'erf', 'gelu', 'silu',
            'softplus', 'rsqrt', 'mul_add', 'serial_and_parallel', 'sum', 'softmax', 'log_softmax', 'logsumexp',
-           'scatter_add', 'matmul']
+           'softmax_from_lse', 'scatter_add', 'matmul']
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import math
@@ -261,6 +261,22 @@ def log_softmax(x, axis=-1): "Log-softmax along `axis`."; return _rowwise(x, axi
 def logsumexp(x, axis=-1): "log(sum(exp(x))) along `axis` (the axis is removed)."; return _rowwise(x, axis, 2)
 
 # %% ../nbs/02_kernels.ipynb #608292cd
+@serial_and_parallel(fastmath={"contract", "nsz"})
+def _exp_shifted_rows(x, shift, scale, out):
+    for i in prange(x.shape[0]):
+        r, o, m, c = x[i], out[i], shift[i], scale[i]
+        for k in range(r.size): o[k] = fast_exp(r[k] - m) * c
+
+def softmax_from_lse(x: np.ndarray, lse: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    "scale[i] · softmax(x)[i] for the rows of a 2-d `x`, given their logsumexp `lse` (one pass)."
+    if x.ndim != 2 or lse.shape != (x.shape[0],) or scale.shape != (x.shape[0],):
+        raise ValueError(f"softmax_from_lse: expected x (N, C) with lse and scale (N,), got {x.shape}, {lse.shape}, {scale.shape}")
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    _exp_shifted_rows(x.size)(x, lse.astype(x.dtype), scale.astype(x.dtype), out)
+    return out
+
+# %% ../nbs/02_kernels.ipynb #41f09778
 @njit(cache=True)
 def _scatter_add(out, index, src):
     for i in range(index.size): out[index[i]] += src[i]
@@ -271,7 +287,7 @@ def scatter_add(size: int, index: np.ndarray, src: np.ndarray) -> np.ndarray:
     _scatter_add(out, np.ascontiguousarray(index, dtype=np.int64).reshape(-1), np.ascontiguousarray(src).reshape(-1))
     return out
 
-# %% ../nbs/02_kernels.ipynb #41f09778
+# %% ../nbs/02_kernels.ipynb #f736afa6
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Matrix product with NumPy's broadcasting rules for batch dimensions (the GEMM runs in BLAS)."
     return np.matmul(a, b)

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 from . import kernels as K
 from . import ops
-from .autograd import Function, no_grad
+from .autograd import Function, is_grad_enabled, no_grad
 from .core import default_generator
 from .tensor import Tensor, device, ones, tensor, zeros
 
@@ -454,13 +454,37 @@ def _reduction(r):
     if r not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {r!r}")
     return r
 
+class _ClassTargets:
+    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c]."
+    def __init__(self, t, hit, spread, w): self.t, self.hit, self.spread, self.w = t, hit, spread, w
+    def row_sums(self): return self.hit + self.spread * self.w.sum()
+    def row_dots(self, x):
+        d = self.hit * x[np.arange(len(self.t)), self.t]
+        return d + self.spread * (x @ self.w) if self.spread.any() else d
+    def subtract_from(self, g, scale):
+        "g -= scale[:, None] * q, in place."
+        g[np.arange(len(self.t)), self.t] -= (scale * self.hit).astype(g.dtype)
+        if self.spread.any(): g -= ((scale * self.spread)[:, None] * self.w).astype(g.dtype)
+    def dense(self):
+        q = self.spread[:, None] * self.w
+        q[np.arange(len(self.t)), self.t] += self.hit
+        return q
+
+class _ProbTargets:
+    "Dense target weights q (N, C), for class-probability targets."
+    def __init__(self, q): self.q = q
+    def row_sums(self): return self.q.sum(1)
+    def row_dots(self, x): return (self.q * x).sum(1)
+    def subtract_from(self, g, scale): g -= (scale[:, None] * self.q).astype(g.dtype)
+    def dense(self): return self.q
+
 class CrossEntropyFn(Function):
-    "Fused log-softmax + negative log-likelihood over rows of `x` (N, C); `q` the (N, C) target weights, `a` = q.sum(1)."
+    "Fused log-softmax + negative log-likelihood over rows of `x` (N, C), against `targets` (a `_ClassTargets` or `_ProbTargets`)."
     @staticmethod
-    def forward(ctx, x, q, a, denom, reduction):
-        lsm = K.log_softmax(x._a, 1)
-        losses = -(q * lsm).sum(1)
-        ctx.q, ctx.a, ctx.denom, ctx.reduction = q, a, denom, reduction
+    def forward(ctx, x, targets, denom, reduction):
+        lse = K.logsumexp(x._a, 1)
+        losses = targets.row_sums() * lse - targets.row_dots(x._a)
+        ctx.targets, ctx.lse, ctx.denom, ctx.reduction = targets, lse, denom, reduction
         ctx.save_for_backward(x)
         if reduction == "none": return Tensor(losses.astype(x.dtype))
         total = losses.sum(dtype=np.float64)
@@ -468,10 +492,15 @@ class CrossEntropyFn(Function):
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
-        p = x.softmax(1)
-        grad = p * Tensor(ctx.a[:, None].astype(x.dtype)) - Tensor(ctx.q.astype(x.dtype))
-        if ctx.reduction == "none": return grad * g.unsqueeze(1), None, None, None, None
-        return grad * (g / ctx.denom if ctx.reduction == "mean" else g), None, None, None, None
+        q, a = ctx.targets, ctx.targets.row_sums()
+        if is_grad_enabled():         # building a second derivative: the same formula as tensor ops
+            grad = x.softmax(1) * Tensor(a[:, None].astype(x.dtype)) - Tensor(q.dense().astype(x.dtype))
+            if ctx.reduction == "none": return grad * g.unsqueeze(1), None, None, None
+            return grad * (g / ctx.denom if ctx.reduction == "mean" else g), None, None, None
+        scale = g._a.astype(np.float64) if ctx.reduction == "none" else np.full(len(a), float(g._a) / (ctx.denom if ctx.reduction == "mean" else 1))
+        p = K.softmax_from_lse(x._a, ctx.lse, a * scale)
+        q.subtract_from(p, scale)
+        return Tensor(p), None, None, None
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
     "Cross-entropy between logits `input` (N, C) or (N, C, d…) and class indices (N,)/(N, d…) or class probabilities (same shape as input)."
@@ -493,8 +522,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     eps = label_smoothing
     if probs:
         q = (target.permute(*last).reshape(-1, C) if spatial else target)._a.astype(np.float64)
-        q = ((1 - eps) * q + eps / C) * w
-        denom = q.shape[0]
+        targets, denom = _ProbTargets(((1 - eps) * q + eps / C) * w), q.shape[0]
     else:
         t = target._a.reshape(-1).astype(np.int64)
         valid = t != ignore_index
@@ -502,12 +530,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
             bad = t[valid][(t[valid] < 0) | (t[valid] >= C)][0]
             raise IndexError(f"cross_entropy: target {bad} is out of bounds for {C} classes")
         tv = np.where(valid, t, 0)
-        q = np.zeros((t.size, C))
-        q[np.arange(t.size), tv] = (1 - eps) * w[tv]
-        q += eps / C * w
-        q *= valid[:, None]
-        denom = (w[tv] * valid).sum()
-    loss = CrossEntropyFn.apply(x, q, q.sum(1), denom, reduction)
+        targets, denom = _ClassTargets(tv, (1 - eps) * w[tv] * valid, eps / C * valid, w), (w[tv] * valid).sum()
+    loss = CrossEntropyFn.apply(x, targets, denom, reduction)
     return loss.reshape(input.shape[0], *spatial) if reduction == "none" and spatial else loss
 
 # %% ../nbs/06_nn.ipynb #acc47152
