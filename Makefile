@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench lab readme clean
+.PHONY: install demo test bench docs lab readme clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: install
 	$(BIN)/minidl bench --json nbs/bench_results.json
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace nbs/96_bench_results.ipynb
 	$(BIN)/nbdev_clean --fname nbs/96_bench_results.ipynb
+
+# The documentation site, offline: nbdev processes the notebooks, minidl.docsite bridges them, Sphinx renders
+# docs/_build/html from the committed outputs (warnings are errors). Open docs/_build/html/index.html.
+docs: install
+	$(BIN)/python -c "import minidl.docsite as d; print(d.build())"
 
 lab: install
 	$(BIN)/jupyter lab nbs

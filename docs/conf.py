@@ -5,7 +5,7 @@ project = "minidl"
 author = "minidl developers"
 copyright = "2026, minidl developers"
 
-extensions = ["myst_nb", "sphinx_mathjax_offline"]
+extensions = ["myst_nb", "sphinx-mathjax-offline"]   # the package installs under that (hyphenated) name
 nb_execution_mode = "off"                   # outputs are committed with the notebooks
 nb_render_markdown_format = "myst"          # math inside show_doc's markdown gets typeset
 myst_enable_extensions = ["dollarmath", "amsmath", "attrs_inline", "colon_fence"]
