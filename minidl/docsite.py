@@ -47,8 +47,11 @@ def _one_line_signature(m) -> str:
     code = re.sub(r"^def ([A-Z]\w*)\(", r"class \1(", code)          # CapWords names are classes, as in PyTorch
     return f"```python\n{code}\n```"
 
+_notebook_link = re.compile(r"\]\((?:nbs/)?\d+_(\w+)\.ipynb(#[^)]*)?\)")
+
 def local_links(md: str, site: str) -> str:
-    "Absolute links into this site (`site` = doc_host + doc_baseurl) made relative."
+    "Links into this site made relative: absolute ones (`site` = doc_host + doc_baseurl), and links to notebooks (`nbs/04_ops.ipynb` → `ops.html`)."
+    md = _notebook_link.sub(lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", md)
     return md.replace(site.rstrip("/") + "/", "")
 
 def clean_show_doc(md: str, site: str) -> str:

@@ -15,6 +15,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not in
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--virtual-time-budget=10000"]
 QUOTED = re.compile(r'<span class="s[0-9a-z]*">.*?</span>|<code class="docutils literal[^"]*">.*?</code>', re.S)   # strings, inline code
+LINK = re.compile(r"""<a\b[^>]*\bhref=["']([^"']+)""")
 RESOURCE = re.compile(r"""<(?:script|img|iframe|source)\b[^>]*\bsrc=["']([^"']+)|<link\b[^>]*\bhref=["']([^"']+)""")
 
 
@@ -33,6 +34,10 @@ def test_every_page_is_clean(site):
             assert leak not in text, f"{page.relative_to(site)} shows {leak!r}"
         external = [u for pair in RESOURCE.findall(html) for u in pair if u.startswith(("http:", "https:", "//"))]
         assert not external, f"{page.relative_to(site)} loads {external[:3]} from the network"
+        for href in LINK.findall(html):
+            if href.startswith(("http:", "https:", "mailto:", "#", "javascript:", "data:")): continue
+            target = (page.parent / href.split("#")[0].split("?")[0]).resolve()
+            assert target.exists(), f"{page.relative_to(site)} links to {href}, which is not in the site"
 
 
 def test_course_and_reference_pages_exist(site):
@@ -95,3 +100,12 @@ def test_screenshots(server, tmp_path):
         png.unlink(missing_ok=True)
         chromium(tmp_path, "--window-size=1280,1800", f"--screenshot={png}", f"{url}/{page}.html")
         assert png.exists() and png.stat().st_size > 20_000, page
+
+
+def test_every_lesson_ends_with_exercises_whose_solutions_are_hidden(site):
+    lessons = ["core", "tensor", "kernels", "autograd", "ops", "matmul", "nn", "optim", "data", "save", "learner", "train", "conv", "cnn"]
+    for name in lessons:
+        html = (site / f"{name}.html").read_text()
+        assert 'id="exercises"' in html, f"{name}: no Exercises section"
+        assert "check_" in html, f"{name}: the exercise has no check to run"
+        assert "_solution" not in html, f"{name}: a reference solution is visible"
