@@ -114,7 +114,7 @@ def api_page(module_name: str, site: str) -> str:
 # %% ../nbs/91_docsite.ipynb #70faedbd
 API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.autograd", "minidl.ops", "minidl.nn", "minidl.conv",
                "minidl.models", "minidl.optim", "minidl.data", "minidl.save", "minidl.learner", "minidl.train",
-               "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.cli"]
+               "minidl.cuda", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
 
 def toctree(caption: str, pages: list) -> str:
     "A MyST toctree for the sidebar."
