@@ -123,7 +123,7 @@ def toctree(caption: str, pages: list) -> str:
 def write_sources(root=None) -> Path:
     "Process the notebooks with nbdev and write the Sphinx sources to docs/_build/src; return that folder."
     root = project_root(root)
-    _nbdev("from nbdev.serve import proc_nbs; proc_nbs(n_workers=2)", root)
+    _nbdev("from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, force=True)", root)   # all of them: no stale cache
     src = root / "docs" / "_build" / "src"
     if src.exists(): shutil.rmtree(src)
     (src / "api").mkdir(parents=True)

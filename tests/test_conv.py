@@ -214,7 +214,7 @@ def test_avg_pool2d(case, count_include_pad):
     x, k, s, p, _, ceil_mode = case
     assume(all(pi <= ki // 2 for pi, ki in zip(p, k)))      # average pooling has no dilation to widen the window
     out = F.avg_pool2d(t64(x, False), k, s, p, ceil_mode, count_include_pad).numpy()
-    np.testing.assert_allclose(out, avg_pool2d_ref(x, k, s, p, ceil_mode, count_include_pad), rtol=1e-12)
+    np.testing.assert_allclose(out, avg_pool2d_ref(x, k, s, p, ceil_mode, count_include_pad), rtol=1e-12, atol=1e-15)
     assert gradcheck(lambda a: F.avg_pool2d(a, k, s, p, ceil_mode, count_include_pad), (t64(x),))
 
 
@@ -228,7 +228,7 @@ def test_adaptive_avg_pool2d(H, W, oh, ow):
             h0, h1 = (i * H) // oh, -(-(i + 1) * H // oh)
             w0, w1 = (j * W) // ow, -(-(j + 1) * W // ow)
             ref[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean((2, 3))
-    np.testing.assert_allclose(F.adaptive_avg_pool2d(t64(x, False), (oh, ow)).numpy(), ref, rtol=1e-12)
+    np.testing.assert_allclose(F.adaptive_avg_pool2d(t64(x, False), (oh, ow)).numpy(), ref, rtol=1e-12, atol=1e-15)
     assert gradcheck(lambda a: F.adaptive_avg_pool2d(a, (oh, ow)), (t64(x),))
 
 
@@ -250,8 +250,8 @@ def test_batchnorm2d_train_eval_and_state_dict():
         m, v = b.mean((0, 2, 3)), b.var((0, 2, 3))
         np.testing.assert_allclose(out, (b - m[:, None, None]) / np.sqrt(v[:, None, None] + 1e-5), rtol=1e-9, atol=1e-9)
         mean, var = 0.9 * mean + 0.1 * m, 0.9 * var + 0.1 * b.var((0, 2, 3), ddof=1)
-    np.testing.assert_allclose(bn.running_mean.numpy(), mean, rtol=1e-12)
-    np.testing.assert_allclose(bn.running_var.numpy(), var, rtol=1e-12)
+    np.testing.assert_allclose(bn.running_mean.numpy(), mean, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(bn.running_var.numpy(), var, rtol=1e-12, atol=1e-15)
     assert int(bn.num_batches_tracked.numpy()) == 3
     bn.eval()
     x = rng.standard_normal((1, 3, 2, 2))
