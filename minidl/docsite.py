@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['OPTION_TAGS', 'API_MODULES', 'bridge_code_cell', 'local_links', 'clean_show_doc', 'front_matter', 'bridge_notebook',
-           'api_page', 'toctree', 'write_sources', 'build']
+           'api_page', 'class_names', 'toctree', 'write_sources', 'build']
 
 # %% ../nbs/91_docsite.ipynb #42a8ad83
 import configparser
@@ -38,13 +38,13 @@ def bridge_code_cell(cell: dict) -> dict:
 # %% ../nbs/91_docsite.ipynb #046b7661
 _signature_block = re.compile(r"```python\n(.*?)```", re.S)
 
-def _one_line_signature(m) -> str:
+def _one_line_signature(m, classes=frozenset()) -> str:
     code = " ".join(l.strip() for l in m.group(1).splitlines() if l.strip())
     code = re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", code)).rstrip(":").strip()
     code = re.sub(r"\b(\w+):VAR_POSITIONAL", r"*\1", code)
     code = re.sub(r"\b(\w+):VAR_KEYWORD", r"**\1", code)
     code = re.sub(r"\b(\w+):NoneType=None", r"\1=None", code)
-    code = re.sub(r"^def ([A-Z]\w*)\(", r"class \1(", code)          # CapWords names are classes, as in PyTorch
+    code = re.sub(r"^def (\w+)\(", lambda d: f"{'class' if d.group(1) in classes else 'def'} {d.group(1)}(", code)
     return f"```python\n{code}\n```"
 
 _notebook_link = re.compile(r"\]\((?:nbs/)?\d+_(\w+)\.ipynb(#[^)]*)?\)")
@@ -54,12 +54,12 @@ def local_links(md: str, site: str) -> str:
     md = _notebook_link.sub(lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", md)
     return md.replace(site.rstrip("/") + "/", "")
 
-def clean_show_doc(md: str, site: str) -> str:
-    "show_doc's Markdown without the Quarto-only parts."
+def clean_show_doc(md: str, site: str, classes=frozenset()) -> str:
+    "show_doc's Markdown without the Quarto-only parts; `classes` names the classes (show_doc writes `def` for every signature)."
     md = re.sub(r"^\s*---\s*\n", "", md)
     md = re.sub(r"^\[source\]\([^)]*\)\{[^}]*\}\s*\n", "", md, flags=re.M)
     md = re.sub(r"\{target=[^}]*\}", "", md)
-    return local_links(_signature_block.sub(_one_line_signature, md), site).strip() + "\n"
+    return local_links(_signature_block.sub(lambda m: _one_line_signature(m, classes), md), site).strip() + "\n"
 
 # %% ../nbs/91_docsite.ipynb #5ce6e8e9
 def front_matter(cell: dict) -> dict:
@@ -69,7 +69,7 @@ def front_matter(cell: dict) -> dict:
     if cell["cell_type"] != "raw" or not text.startswith("---"): raise ValueError(f"expected a raw front-matter cell, got {text[:60]!r}")
     return yaml.safe_load(text.strip("-\n")) or {}
 
-def bridge_notebook(nb: dict, site: str) -> tuple:
+def bridge_notebook(nb: dict, site: str, classes=frozenset()) -> tuple:
     "(page name, the notebook rewritten for myst-nb) for a notebook processed by nbdev."
     meta = front_matter(nb["cells"][0])
     if "title" not in meta: raise ValueError("the notebook has no title: its first cell must be `# Title` with `> subtitle`")
@@ -84,7 +84,7 @@ def bridge_notebook(nb: dict, site: str) -> tuple:
             cell = bridge_code_cell(cell)
             for out in cell.get("outputs", []):
                 if "text/markdown" in out.get("data", {}):
-                    out["data"]["text/markdown"] = clean_show_doc("".join(out["data"]["text/markdown"]), site)
+                    out["data"]["text/markdown"] = clean_show_doc("".join(out["data"]["text/markdown"]), site, classes)
             cells.append(cell)
     name = Path(meta.get("output-file", "index.html")).stem
     return name, {**nb, "cells": cells}
@@ -108,13 +108,19 @@ def api_page(module_name: str, site: str) -> str:
     doc = (module.__doc__ or "").strip().splitlines()
     parts = [f"# `{module_name}`", "", doc[0] if doc else ""]
     for name, obj in _documented(module):          # names at level 2, a class's methods at level 3
-        parts.append(clean_show_doc(show_doc(obj, name=name, title_level=3 if "." in name else 2)._repr_markdown_(), site))
+        md = show_doc(obj, name=name, title_level=3 if "." in name else 2)._repr_markdown_()
+        parts.append(clean_show_doc(md, site, {name} if inspect.isclass(obj) else frozenset()))
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/91_docsite.ipynb #70faedbd
 API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.autograd", "minidl.ops", "minidl.nn", "minidl.conv",
                "minidl.models", "minidl.optim", "minidl.data", "minidl.save", "minidl.learner", "minidl.train",
                "minidl.cuda", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
+
+def class_names() -> set:
+    "Names of the classes among the public names of the documented modules."
+    return {n for m in API_MODULES for n in getattr(importlib.import_module(m), "__all__", [])
+            if inspect.isclass(getattr(importlib.import_module(m), n))}
 
 def toctree(caption: str, pages: list) -> str:
     "A MyST toctree for the sidebar."
@@ -127,10 +133,10 @@ def write_sources(root=None) -> Path:
     src = root / "docs" / "_build" / "src"
     if src.exists(): shutil.rmtree(src)
     (src / "api").mkdir(parents=True)
-    site = _site(root)
+    site, classes = _site(root), class_names()
     pages = {}
     for path in sorted((root / "_proc").glob("*.ipynb")):
-        name, nb = bridge_notebook(json.loads(path.read_text()), site)
+        name, nb = bridge_notebook(json.loads(path.read_text()), site, classes)
         pages[path.stem] = name
         (src / f"{name}.ipynb").write_text(json.dumps(nb, indent=1))
     for m in API_MODULES: (src / "api" / f"{m.split('.')[-1]}.md").write_text(api_page(m, site))
