@@ -85,9 +85,10 @@ def test_api_reference_in_the_browser(server, tmp_path):
 
 
 @needs_chromium
-def test_search_works_from_disk(site, tmp_path):
+def test_search_and_math_work_from_disk(site, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", (site / "search.html").as_uri() + "?q=cross_entropy")
     assert "api/nn.html" in dom, "searching for cross_entropy found no API page"
+    assert "<mjx-container" in chromium(tmp_path, "--dump-dom", (site / "conv.html").as_uri()), "math was not typeset from disk"
 
 
 @needs_chromium
