@@ -344,7 +344,14 @@ def _conv(name, nd, x, weight, bias, stride, padding, dilation, groups):
     g = _conv_geometry(name, x4.shape[2:], w4.shape[2:], _spatial(stride, nd, f"{name}: stride", 1), pad, _spatial(dilation, nd, f"{name}: dilation", 1))
     return undo(Conv2dFn.apply(x4, w4, bias, g, groups))
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input,        # (N, C, H, W), or (C, H, W) for one image
+           weight,       # (O, C / groups, kh, kw)
+           bias=None,    # (O,)
+           stride=1,     # an int or a pair (sh, sw)
+           padding=0,    # an int, a pair, 'valid' (none) or 'same' (output size = input size, stride 1)
+           dilation=1,   # spacing between kernel taps: an int or a pair
+           groups=1,     # split the channels into this many independent convolutions (C for depthwise)
+          ):
     "2-D convolution of (N, C, H, W) (or (C, H, W)) with weight (O, C/groups, kh, kw); padding may be an int, a pair, 'valid' or 'same'."
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups)
 

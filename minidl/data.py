@@ -66,8 +66,13 @@ def default_collate(items: list):
 
 class DataLoader:
     "Iterate over `dataset` in batches, reshuffled every epoch when `shuffle`."
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False, collate_fn=None,
-                 generator: np.random.Generator = None, seed: int = None):
+    def __init__(self, dataset,                            # anything with `__len__` and `__getitem__`
+                 batch_size: int = 1,                      # samples per batch
+                 shuffle: bool = False,                    # a new random order every epoch
+                 drop_last: bool = False,                  # skip the last batch when it is smaller than `batch_size`
+                 collate_fn=None,                          # turns a list of samples into a batch (default: `default_collate`)
+                 generator: np.random.Generator = None,    # the random generator for shuffling (default: `manual_seed`'s)
+                 seed: int = None):                        # or a seed for a generator of its own
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size should be a positive integer, got {batch_size!r}")
         self.dataset, self.batch_size, self.shuffle, self.drop_last, self.collate_fn = dataset, batch_size, shuffle, drop_last, collate_fn
         self.generator = generator if generator is not None else (np.random.default_rng(seed) if seed is not None else None)

@@ -38,14 +38,30 @@ def bridge_code_cell(cell: dict) -> dict:
 # %% ../nbs/91_docsite.ipynb #046b7661
 _signature_block = re.compile(r"```python\n(.*?)```", re.S)
 
+_param_comment = re.compile(r"^(.*?),?\s*#\s?(.*)$")
+
 def _one_line_signature(m, classes=frozenset()) -> str:
-    code = " ".join(l.strip() for l in m.group(1).splitlines() if l.strip())
-    code = re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", code)).rstrip(":").strip()
+    "A show_doc signature block as one line, and the parameters' comments (nbdev's docments) as a table after it."
+    decls, docs = [], []
+    for line in (l.strip() for l in m.group(1).splitlines() if l.strip()):
+        if c := _param_comment.match(line):
+            decls.append(c.group(1) + ","); docs.append((c.group(1), c.group(2)))
+        else: decls.append(line)
+    code = " ".join(decls).replace(",)", ")").replace(", )", ")")
+    code = re.sub(r"\(\s+", "(", re.sub(r",?\s+\)", ")", code)).rstrip(":").strip()
     code = re.sub(r"\b(\w+):VAR_POSITIONAL", r"*\1", code)
     code = re.sub(r"\b(\w+):VAR_KEYWORD", r"**\1", code)
     code = re.sub(r"\b(\w+):NoneType=None", r"\1=None", code)
+    code = re.sub(r"\)->", ") -> ", code)
     code = re.sub(r"^def (\w+)\(", lambda d: f"{'class' if d.group(1) in classes else 'def'} {d.group(1)}(", code)
-    return f"```python\n{code}\n```"
+    out = f"```python\n{code}\n```"
+    if docs:
+        rows = []
+        for decl, doc in docs:
+            name, _, default = decl.partition("=")
+            rows.append(f"| `{name.split(':')[0].strip()}` | {'`' + default.strip() + '`' if default else ''} | {doc.replace('|', chr(92) + '|')} |")
+        out += "\n\n| parameter | default | |\n|---|---|---|\n" + "\n".join(rows)
+    return out
 
 _notebook_link = re.compile(r"\]\((?:nbs/)?\d+_(\w+)\.ipynb(#[^)]*)?\)")
 

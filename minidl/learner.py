@@ -46,7 +46,13 @@ class DataLoaders:
 
 class Learner:
     "Train `model` on `dls` with `loss_func`, an optimizer from `opt_func`, callbacks `cbs` and `metrics`."
-    def __init__(self, model, dls: DataLoaders, loss_func=None, opt_func=optim.Adam, lr: float = 1e-3, cbs=(), metrics=()):
+    def __init__(self, model,                  # the Module to train
+                 dls: DataLoaders,             # training and validation data
+                 loss_func=None,               # loss(prediction, target) -> scalar Tensor (default: cross-entropy)
+                 opt_func=optim.Adam,          # makes the optimizer: opt_func(parameters, lr=lr)
+                 lr: float = 1e-3,             # default learning rate for `fit`
+                 cbs=(),                       # callbacks, on top of the training-state and recorder callbacks
+                 metrics=()):                  # functions metric(prediction, target) -> float, averaged over validation
         self.model, self.dls, self.loss_func, self.opt_func, self.lr = model, dls, loss_func or functional.cross_entropy, opt_func, lr
         self.metrics, self.opt, self.cbs = list(metrics), None, []
         self.add_cbs([TrainEvalCallback(), Recorder(), *cbs])

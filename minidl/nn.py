@@ -502,7 +502,13 @@ class CrossEntropyFn(Function):
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), or (C,) for one sample
+                  target,                     # class indices (N,)/(N, d…), or class probabilities shaped like `input`
+                  weight=None,                # a (C,) tensor of class weights
+                  ignore_index: int = -100,   # class-index targets equal to this add nothing to the loss
+                  reduction: str = "mean",    # 'mean' (weighted by `weight`), 'sum' or 'none'
+                  label_smoothing: float = 0.0, # ε in [0, 1]: the target becomes (1 - ε) one-hot + ε / C
+                 ):
     "Cross-entropy between logits `input` (N, C) or (N, C, d…) and class indices (N,)/(N, d…) or class probabilities (same shape as input)."
     _reduction(reduction)
     if not 0 <= label_smoothing <= 1: raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")

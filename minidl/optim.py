@@ -114,7 +114,13 @@ def _sgd_kernel(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, firs
 
 class SGD(Optimizer):
     "Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and weight decay."
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False):
+    def __init__(self, params,            # parameters, or a list of parameter-group dicts
+                 lr=1e-3,                 # learning rate
+                 momentum=0.0,            # momentum factor (0: plain SGD)
+                 dampening=0.0,           # damping of the momentum's gradient term
+                 weight_decay=0.0,        # L2 penalty, added to the gradient
+                 nesterov=False,          # Nesterov momentum
+                 maximize=False):         # ascend instead of descend
         if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0: raise ValueError(f"Invalid momentum value: {momentum}")
         if nesterov and (momentum <= 0 or dampening != 0): raise ValueError("Nesterov momentum requires a momentum and zero dampening")
@@ -145,7 +151,13 @@ def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decouple
 class Adam(Optimizer):
     "Adam (Kingma & Ba), weight decay added to the gradient."
     _decoupled = False
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False):
+    def __init__(self, params,             # parameters, or a list of parameter-group dicts
+                 lr=1e-3,                  # learning rate
+                 betas=(0.9, 0.999),       # decay rates of the running mean of the gradient and of its square
+                 eps=1e-8,                 # added to the denominator, for stability
+                 weight_decay=0.0,         # L2 penalty (Adam: added to the gradient; AdamW: decoupled)
+                 amsgrad=False,            # use the maximum of the squared-gradient averages so far
+                 maximize=False):          # ascend instead of descend
         if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         if not all(0 <= b < 1 for b in betas): raise ValueError(f"Invalid beta parameters: {betas} (each must be in [0, 1))")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize))

@@ -116,7 +116,11 @@ def _infer_dtype(a: np.ndarray, data):
     raise TypeError(f"can't make a tensor from {type(data).__name__} with elements of type {a.dtype}; "
                     "expected numbers, bools, or nested lists of them")
 
-def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+def tensor(data,                # a number, nested lists, a NumPy array or a Tensor (always copied)
+           dtype=None,          # the dtype, or a name such as 'float64'; default: inferred, floats get the default dtype
+           device=None,         # where the tensor lives; 'cpu' (the only backend so far)
+           requires_grad=False, # record operations on it for autograd
+          ) -> Tensor:
     "A new tensor holding a copy of `data` (a number, nested lists, a NumPy array or a Tensor)."
     if isinstance(data, Tensor): data = data._a
     a = np.array(data)

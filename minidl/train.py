@@ -33,7 +33,16 @@ def _save_plot(learn, path):
     buf = io.BytesIO(); ax.figure.savefig(buf, format="png", dpi=100, bbox_inches="tight"); plt.close(ax.figure)
     atomic_write_bytes(path, buf.getvalue())
 
-def train(dataset="mnist1d", model="mlp", epochs=10, batch_size=128, lr=3e-3, optimizer="adamw", seed=0, out="runs/demo", print_fn=print) -> dict:
+def train(dataset="mnist1d",   # a name from DATASETS
+          model="mlp",          # a name from minidl.models.MODELS
+          epochs=10,            # passes over the training data (one-cycle schedule)
+          batch_size=128,       # samples per batch
+          lr=3e-3,              # peak learning rate
+          optimizer="adamw",    # a name from OPTIMIZERS
+          seed=0,               # seeds initialisation and shuffling
+          out="runs/demo",      # folder for loss.png and model.safetensors
+          print_fn=print,       # where progress lines go
+         ) -> dict:
     "Train, print progress and the test accuracy, write `loss.png` and `model.safetensors` to `out`; return the final metrics."
     if optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if epochs < 1 or batch_size < 1 or lr <= 0: raise ValueError(f"epochs and batch_size must be ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")

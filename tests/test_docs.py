@@ -45,6 +45,8 @@ def test_course_and_reference_pages_exist(site):
         assert (site / f"{name}.html").exists(), name
     index = (site / "index.html").read_text()
     assert index.index('href="core.html"') < index.index('href="tensor.html"') < index.index('href="cnn.html"')   # teaching order
+    api_nn = (site / "api" / "nn.html").read_text()
+    assert re.search(r"<td>.{0,200}label_smoothing.{0,300}</td>\s*<td>.{0,100}0\.0", api_nn, re.S), "cross_entropy's parameters have no table"
 
 
 @pytest.fixture(scope="module")
