@@ -268,7 +268,7 @@ def _exp_shifted_rows(x, shift, scale, out):
         for k in range(r.size): o[k] = fast_exp(r[k] - m) * c
 
 def softmax_from_lse(x: np.ndarray, lse: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    "scale[i] · softmax(x)[i] for the rows of a 2-d `x`, given their logsumexp `lse` (one pass)."
+    "$s_i\\,e^{x_{ij} - \\ell_i} = s_i \\operatorname{softmax}(x_i)_j$ for the rows of a 2-d `x`, given their logsumexp $\\ell$ (`lse`) and scales $s$ (`scale`): one pass."
     if x.ndim != 2 or lse.shape != (x.shape[0],) or scale.shape != (x.shape[0],):
         raise ValueError(f"softmax_from_lse: expected x (N, C) with lse and scale (N,), got {x.shape}, {lse.shape}, {scale.shape}")
     x = np.ascontiguousarray(x)
