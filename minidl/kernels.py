@@ -42,7 +42,7 @@ def _float32_from_bits(typingctx, bits):
     return nbtypes.float32(nbtypes.int32), codegen
 
 _f32 = np.float32
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def exp32(x):
     "exp of a float32, as arithmetic LLVM can vectorise (max relative error ≈ 3e-7)."
     xq = x if x == x else _f32(0.0)            # equality is a quiet comparison, even for NaN
