@@ -41,14 +41,14 @@ _signature_block = re.compile(r"```python\n(.*?)```", re.S)
 _param_comment = re.compile(r"^(.*?),?\s*#\s?(.*)$")
 
 def _one_line_signature(m, classes=frozenset()) -> str:
-    "A show_doc signature block as one line, and the parameters' comments (nbdev's docments) as a table after it."
-    decls, docs = [], []
-    for line in (l.strip() for l in m.group(1).splitlines() if l.strip()):
-        if c := _param_comment.match(line):
-            decls.append(c.group(1) + ","); docs.append((c.group(1), c.group(2)))
-        else: decls.append(line)
-    code = " ".join(decls).replace(",)", ")").replace(", )", ")")
-    code = re.sub(r"\(\s+", "(", re.sub(r",?\s+\)", ")", code)).rstrip(":").strip()
+    "A show_doc signature block (`def f(`, parameter lines, `):`) as one line, parameter comments (nbdev's docments) as a table."
+    lines = [l.strip() for l in m.group(1).splitlines() if l.strip()]
+    params, docs = [], []
+    for line in lines[1:-1]:
+        c = _param_comment.match(line)
+        params.append((c.group(1) if c else line).rstrip(",").strip())
+        if c: docs.append((c.group(1), c.group(2)))
+    code = (lines[0] + ", ".join(params) + lines[-1]).rstrip(":")
     code = re.sub(r"\b(\w+):VAR_POSITIONAL", r"*\1", code)
     code = re.sub(r"\b(\w+):VAR_KEYWORD", r"**\1", code)
     code = re.sub(r"\b(\w+):NoneType=None", r"\1=None", code)
@@ -135,8 +135,10 @@ API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.autogra
 
 def class_names() -> set:
     "Names of the classes among the public names of the documented modules."
-    return {n for m in API_MODULES for n in getattr(importlib.import_module(m), "__all__", [])
-            if inspect.isclass(getattr(importlib.import_module(m), n))}
+    names = set()
+    for module in map(importlib.import_module, API_MODULES):
+        names |= {n for n in getattr(module, "__all__", []) if inspect.isclass(getattr(module, n))}
+    return names
 
 def toctree(caption: str, pages: list) -> str:
     "A MyST toctree for the sidebar."
