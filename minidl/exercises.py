@@ -31,7 +31,7 @@ def check_close(got, expected, what: str, atol: float = 1e-6, rtol: float = 1e-5
         idx = tuple(int(i) for i in np.argwhere(~ok)[0]) if g.ndim else ()
         diff = np.abs(g.astype(np.float64) - e.astype(np.float64))
         at = f" at index {idx}" if idx else ""
-        raise ExerciseError(f"{what}: {int((~ok).sum())} of {ok.size} values differ; first{at}: got {g[idx]!r}, expected {e[idx]!r} "
+        raise ExerciseError(f"{what}: {int((~ok).sum())} of {ok.size} values differ; first{at}: got {g[idx].item()!r}, expected {e[idx].item()!r} "
                             f"(largest difference {np.nanmax(diff):.3g})")
 
 def check(condition: bool, message: str):
