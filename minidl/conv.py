@@ -485,6 +485,28 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, dh, dw, out, idx):
                 out[n, c, p, q], idx[n, c, p, q] = best, bi
 
 @serial_and_parallel
+def _max_pool_2x2(x, out, idx):
+    "The common case unrolled: 2×2 windows, stride 2, all inside the input. Returns whether some input may be NaN (then the general kernel redoes it)."
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    total = 0.0
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        xp, op, ip = x[n, c], out[n, c], idx[n, c]
+        for p in range(OH):
+            r0, r1, orow, irow, b = xp[2 * p], xp[2 * p + 1], op[p], ip[p], 2 * p * W
+            for q in range(OW):
+                w = 2 * q
+                v0, v1, v2, v3 = r0[w], r0[w + 1], r1[w], r1[w + 1]
+                best, bi = v0, b + w
+                gt = v1 > best; best = v1 if gt else best; bi = b + w + 1 if gt else bi
+                gt = v2 > best; best = v2 if gt else best; bi = b + W + w if gt else bi
+                gt = v3 > best; best = v3 if gt else best; bi = b + W + w + 1 if gt else bi
+                orow[q], irow[q] = best, bi
+                total += v0 + v1 + v2 + v3       # NaN anywhere makes the sum NaN (so may inf - inf: a harmless redo)
+    return total != total
+
+@serial_and_parallel
 def _max_pool_backward(gy, idx, dx):
     N, C, OH, OW = gy.shape
     W = dx.shape[3]
@@ -525,8 +547,11 @@ def _window_mean_backward(gy, h0, h1, w0, w1, div, dx):
 # %% ../nbs/12_conv.ipynb #1141f6c4
 def _max_pool_arrays(x, g: Geometry):
     "The pooled maxima and the winners' positions, as arrays."
+    xa = np.ascontiguousarray(x._a)
     out = np.empty(x.shape[:2] + g.out, x.dtype); idx = np.empty(out.shape, np.int64)
-    _max_pool(out.size)(np.ascontiguousarray(x._a), *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
+    common = g.kernel == g.stride == (2, 2) and g.begin == (0, 0) and g.dilation == (1, 1) and g.out == (xa.shape[2] // 2, xa.shape[3] // 2)
+    if not common or _max_pool_2x2(out.size)(xa, out, idx):
+        _max_pool(out.size)(xa, *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
     return out, idx
 
 class _MaxPool(Function):
@@ -634,7 +659,7 @@ def adaptive_avg_pool1d(input, output_size):
     "Average a (N, C, L) sequence into `output_size` windows."
     return _adaptive("adaptive_avg_pool1d", 1, input, output_size)
 
-# %% ../nbs/12_conv.ipynb #ea1dffb1
+# %% ../nbs/12_conv.ipynb #04c7d559
 class BatchNorm2d(_BatchNorm):
     "Batch norm over (N, H, W) for each channel of (N, C, H, W) images."
     shapes = {4: "(N, {C}, H, W)"}
@@ -664,7 +689,7 @@ class GroupNorm(Module):
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
     def extra_repr(self): return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
 
-# %% ../nbs/12_conv.ipynb #a3fa8f40
+# %% ../nbs/12_conv.ipynb #78ebe770
 class _ConvNd(Module):
     def __init__(self, nd, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, transposed=False, output_padding=0):
         super().__init__()
@@ -748,7 +773,7 @@ AvgPool2d = _pool_module("AvgPool2d", avg_pool2d, dict(kernel_size=_REQUIRED, st
 AdaptiveAvgPool1d = _pool_module("AdaptiveAvgPool1d", adaptive_avg_pool1d, dict(output_size=_REQUIRED), "Average (N, C, L) into `output_size` windows.")
 AdaptiveAvgPool2d = _pool_module("AdaptiveAvgPool2d", adaptive_avg_pool2d, dict(output_size=_REQUIRED), "Average (N, C, H, W) into an `output_size` grid.")
 
-# %% ../nbs/12_conv.ipynb #78ebe770
+# %% ../nbs/12_conv.ipynb #c55fe486
 for _f in (conv1d, conv2d, conv_transpose2d, unfold, fold, pad, max_pool1d, max_pool2d, avg_pool1d, avg_pool2d,
            adaptive_avg_pool1d, adaptive_avg_pool2d, group_norm):
     setattr(nn.functional, _f.__name__, _f)

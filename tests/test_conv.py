@@ -208,6 +208,24 @@ def test_max_pool2d(case):
     if np.isfinite(ref).all(): assert gradcheck(lambda a: F.max_pool2d(a, k, s, p, d, ceil_mode), (t64(x),))
 
 
+@pytest.mark.parametrize("kernel_variant", ["serial", "parallel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_2x2_max_pool_fast_path_matches_numpy(kernel_variant, dtype, monkeypatch):
+    "LeNet-style 2×2/stride-2 pooling takes an unrolled kernel: values and winners (ties: the first in row-major order; NaN: the first NaN) as NumPy's argmax gives them."
+    import minidl.kernels as K
+    monkeypatch.setattr(K, "PARALLEL_MIN_SIZE", 1 << 62 if kernel_variant == "serial" else 0)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (3, 4, 10, 8)).astype(dtype)             # small integers: many ties
+    x[0, 0, 0, 1], x[1, 1, 4, 4], x[2, 3, 9, 7] = np.inf, -np.inf, np.inf
+    for a in (x, np.where(rng.random(x.shape) < 0.05, np.nan, x)):
+        y, idx = F.max_pool2d(md.tensor(a), 2, return_indices=True)
+        windows = a.reshape(3, 4, 5, 2, 4, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 4, 5, 4, 4)
+        k = np.argmax(windows, -1)                                     # the first maximum, or the first NaN
+        p, q = np.meshgrid(np.arange(5), np.arange(4), indexing="ij")
+        np.testing.assert_array_equal(idx.numpy(), (2 * p + k // 2) * 8 + 2 * q + k % 2)
+        np.testing.assert_array_equal(y.numpy(), np.take_along_axis(windows, k[..., None], -1)[..., 0])
+
+
 @given(case=pool_case(), count_include_pad=st.booleans())
 @SETTINGS
 def test_avg_pool2d(case, count_include_pad):
