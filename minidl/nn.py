@@ -482,9 +482,9 @@ class CrossEntropyFn(Function):
     "Fused log-softmax + negative log-likelihood over rows of `x` (N, C), against `targets` (a `_ClassTargets` or `_ProbTargets`)."
     @staticmethod
     def forward(ctx, x, targets, denom, reduction):
-        lse = K.logsumexp(x._a, 1)
-        losses = targets.row_sums() * lse - targets.row_dots(x._a)
-        ctx.targets, ctx.lse, ctx.denom, ctx.reduction = targets, lse, denom, reduction
+        lse, a = K.logsumexp(x._a, 1), targets.row_sums()
+        losses = a * lse - targets.row_dots(x._a)
+        ctx.targets, ctx.a, ctx.lse, ctx.denom, ctx.reduction = targets, a, lse, denom, reduction
         ctx.save_for_backward(x)
         if reduction == "none": return Tensor(losses.astype(x.dtype))
         total = losses.sum(dtype=np.float64)
@@ -492,7 +492,7 @@ class CrossEntropyFn(Function):
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
-        q, a = ctx.targets, ctx.targets.row_sums()
+        q, a = ctx.targets, ctx.a
         if is_grad_enabled():         # building a second derivative: the same formula as tensor ops
             grad = x.softmax(1) * Tensor(a[:, None].astype(x.dtype)) - Tensor(q.dense().astype(x.dtype))
             if ctx.reduction == "none": return grad * g.unsqueeze(1), None, None, None
