@@ -156,7 +156,7 @@ def _seed(t: Tensor, gradient, what="backward") -> Tensor:
         if t._a.size != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs; {what} on a tensor of "
                                f"shape {tuple(t.shape)} needs `gradient=` of that shape")
-        return Tensor(np.ones(t.shape, t.dtype))
+        return Tensor(np.ones_like(t._a))          # on t's device
     g = gradient if isinstance(gradient, Tensor) else tensor(gradient, dtype=t.dtype)
     if g.shape != t.shape:
         raise RuntimeError(f"{what}: gradient has shape {tuple(g.shape)} but the output has shape {tuple(t.shape)}")

@@ -18,7 +18,8 @@ from .autograd import no_grad
 from .data import DataLoader
 from .nn import functional
 from .save import save
-from .tensor import Tensor
+from .ops import stack
+from .tensor import Tensor, device
 from tqdm.std import tqdm
 
 # %% ../nbs/10_learner.ipynb #430448bf
@@ -88,8 +89,15 @@ class Learner:
         self("before_step"); self.opt.step(); self("after_step")
         self.opt.zero_grad()
 
+    @property
+    def device(self):
+        "Where the model's parameters live: every batch is moved there."
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else device("cpu")
+
     def _do_batch(self, i, batch):
-        self.iter, (self.xb, self.yb) = i, batch
+        dev = self.device
+        self.iter, (self.xb, self.yb) = i, (b.to(dev) for b in batch)
         self._with_events(self.one_batch, "batch", CancelBatchException)
 
     def _do_epoch_train(self):
@@ -150,28 +158,34 @@ class TrainEvalCallback(Callback):
             self.learn.train_iter += 1
             self.learn.pct_train += 1 / (self.learn.n_epoch * len(self.learn.dls.train))
 
-def accuracy(pred: Tensor, target: Tensor) -> float:
-    "Fraction of rows whose largest logit is at the target class."
-    return float((pred.detach().numpy().argmax(-1) == target.numpy()).mean())
+def accuracy(pred: Tensor, target: Tensor) -> Tensor:
+    "Fraction of rows whose largest logit is at the target class (a 0-d float64 tensor, on the predictions' device)."
+    return (pred.detach().argmax(-1) == target).double().mean()
 
 class Recorder(Callback):
     "Record the training loss and lr of every batch and, per epoch, train loss, valid loss and metrics."
     order = 50
-    def before_fit(self): self.losses, self.lrs, self.values, self.t0 = [], [], [], time.perf_counter()
+    def before_fit(self): self._losses, self._unread, self.lrs, self.values, self.t0 = [], [], [], [], time.perf_counter()
     def begin_accumulating(self): self.sums = {"train_loss": [0.0, 0], "valid_loss": [0.0, 0], **{_metric_name(m): [0.0, 0] for m in self.learn.metrics}}
     def before_epoch(self): self.begin_accumulating(); self.t_epoch = time.perf_counter()
+    def _add(self, key, value, n):
+        "Accumulate value * n; tensors stay tensors (on the GPU, nothing is copied to the host until the summary)."
+        s = self.sums[key]; s[0] = s[0] + (value.detach().double() if isinstance(value, Tensor) else value) * n; s[1] += n
     def after_batch(self):
-        n = len(self.learn.yb)
+        n, loss = len(self.learn.yb), self.learn.loss.detach()
         if self.learn.training:
-            loss = self.learn.loss.item()
-            self.losses.append(loss); self.lrs.append(self.learn.opt.param_groups[0]["lr"])
-            s = self.sums["train_loss"]; s[0] += loss * n; s[1] += n
+            self._unread.append(loss); self.lrs.append(self.learn.opt.param_groups[0]["lr"])
+            self._add("train_loss", loss, n)
         else:
-            s = self.sums["valid_loss"]; s[0] += self.learn.loss.item() * n; s[1] += n
-            for m in self.learn.metrics:
-                s = self.sums[_metric_name(m)]; s[0] += m(self.learn.pred, self.learn.yb) * n; s[1] += n
+            self._add("valid_loss", loss, n)
+            for m in self.learn.metrics: self._add(_metric_name(m), m(self.learn.pred, self.learn.yb), n)
+    @property
+    def losses(self) -> list:
+        "The training loss of every batch so far, as floats (read from the device in one copy)."
+        if self._unread: self._losses += stack(self._unread).tolist(); self._unread = []
+        return self._losses
     def summary(self, valid_only=False) -> dict:
-        out = {k: (s[0] / s[1] if s[1] else float("nan")) for k, s in self.sums.items()}
+        out = {k: (float(s[0]) / s[1] if s[1] else float("nan")) for k, s in self.sums.items()}
         return {k: v for k, v in out.items() if k != "train_loss"} if valid_only else out
     def after_epoch(self):
         self.values.append({"epoch": self.learn.epoch, **self.summary(), "time": time.perf_counter() - self.t_epoch})
@@ -217,7 +231,8 @@ class ProgressCallback(Callback):
     def _bar(self, dl, desc): self.bar = tqdm(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
     def after_batch(self):
         self.bar.update(1)
-        if self.learn.training: self.bar.set_postfix(loss=f"{self.learn.loss.item():.4f}", refresh=False)
+        if self.learn.training and self.learn.iter % 10 == 0:     # reading the loss waits for the GPU: not every batch
+            self.bar.set_postfix(loss=f"{self.learn.loss.item():.4f}", refresh=False)
     def after_train(self): self.bar.close()
     def after_validate(self): self.bar.close()
     def after_epoch(self):

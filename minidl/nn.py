@@ -19,7 +19,7 @@ from . import kernels as K
 from . import ops
 from .autograd import Function, is_grad_enabled, no_grad
 from .core import default_generator
-from .tensor import Tensor, device, ones, tensor, zeros
+from .tensor import Tensor, _move, device, ones, tensor, zeros
 
 # %% ../nbs/06_nn.ipynb #fb05bfe1
 class Parameter(Tensor):
@@ -145,18 +145,20 @@ def _requires_grad_(self, requires_grad: bool = True):
     return self
 
 def _to(self, dev=None, dtype=None):
-    "Move to a device (only `cpu` exists until the GPU backend) and/or convert floating parameters and buffers to `dtype`."
-    if dev is not None and device(dev).type != "cpu":
-        raise RuntimeError(f"device {dev!r} is not available: minidl's CUDA backend is not built yet; use 'cpu'")
-    if dtype is not None:
-        for m in self.modules():
-            for store in (m._parameters, m._buffers):
-                for k, t in store.items():
-                    if t is not None and t.dtype.kind == "f": t._a = t._a.astype(dtype)
+    "Move parameters, their gradients and buffers to device `dev` and/or convert the floating ones to `dtype`, in place: the parameters stay the same objects."
+    if dev is not None and not isinstance(dev, (str, device)): dev, dtype = None, dev       # model.to(minidl.float64)
+    for m in self.modules():
+        for store in (m._parameters, m._buffers):
+            for t in store.values():
+                for x in (t, getattr(t, "grad", None)):
+                    if x is None: continue
+                    if dev is not None: x._a = _move(x._a, dev)
+                    if dtype is not None and x.dtype.kind == "f": x._a = x._a.astype(dtype)
     return self
 
 Module.train, Module.eval = _train, lambda self: _train(self, False)
 Module.zero_grad, Module.apply, Module.requires_grad_, Module.to = _zero_grad, _apply, _requires_grad_, _to
+Module.cuda, Module.cpu = lambda self: _to(self, "cuda"), lambda self: _to(self, "cpu")
 
 # %% ../nbs/06_nn.ipynb #6f11a4bd
 def _state_dict(self) -> OrderedDict:
@@ -455,19 +457,21 @@ def _reduction(r):
     return r
 
 class _ClassTargets:
-    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c]."
-    def __init__(self, t, hit, spread, w): self.t, self.hit, self.spread, self.w = t, hit, spread, w
+    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c] (spread is 0 without label smoothing)."
+    def __init__(self, t, hit, spread, w, smoothing: bool):
+        self.t, self.hit, self.spread, self.w, self.smoothing = t, hit, spread, w, smoothing
+        self.rows = np.arange(len(t), like=t)           # like=: made on t's device
     def row_sums(self): return self.hit + self.spread * self.w.sum()
     def row_dots(self, x):
-        d = self.hit * x[np.arange(len(self.t)), self.t]
-        return d + self.spread * (x @ self.w) if self.spread.any() else d
+        d = self.hit * x[self.rows, self.t]
+        return d + self.spread * (x * self.w).sum(1) if self.smoothing else d
     def subtract_from(self, g, scale):
         "g -= scale[:, None] * q, in place."
-        g[np.arange(len(self.t)), self.t] -= (scale * self.hit).astype(g.dtype)
-        if self.spread.any(): g -= ((scale * self.spread)[:, None] * self.w).astype(g.dtype)
+        g[self.rows, self.t] -= (scale * self.hit).astype(g.dtype)
+        if self.smoothing: g -= ((scale * self.spread)[:, None] * self.w).astype(g.dtype)
     def dense(self):
         q = self.spread[:, None] * self.w
-        q[np.arange(len(self.t)), self.t] += self.hit
+        q[self.rows, self.t] += self.hit
         return q
 
 class _ProbTargets:
@@ -487,8 +491,8 @@ class CrossEntropyFn(Function):
         ctx.targets, ctx.a, ctx.lse, ctx.denom, ctx.reduction = targets, a, lse, denom, reduction
         ctx.save_for_backward(x)
         if reduction == "none": return Tensor(losses.astype(x.dtype))
-        total = losses.sum(dtype=np.float64)
-        return Tensor(np.asarray(total / denom if reduction == "mean" else total, x.dtype))
+        total = losses.sum(dtype=np.float64, keepdims=True)           # kept (1,): an array on any device
+        return Tensor((total / denom if reduction == "mean" else total).astype(x.dtype).reshape(()))
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -497,7 +501,8 @@ class CrossEntropyFn(Function):
             grad = x.softmax(1) * Tensor(a[:, None].astype(x.dtype)) - Tensor(q.dense().astype(x.dtype))
             if ctx.reduction == "none": return grad * g.unsqueeze(1), None, None, None
             return grad * (g / ctx.denom if ctx.reduction == "mean" else g), None, None, None
-        scale = g._a.astype(np.float64) if ctx.reduction == "none" else np.full(len(a), float(g._a) / (ctx.denom if ctx.reduction == "mean" else 1))
+        g64 = g._a.astype(np.float64)
+        scale = g64 if ctx.reduction == "none" else np.broadcast_to(g64 / ctx.denom if ctx.reduction == "mean" else g64, a.shape)
         p = K.softmax_from_lse(x._a, ctx.lse, a * scale)
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
@@ -523,7 +528,9 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
         raise ValueError(f"cross_entropy: class-index targets must be integers of shape {(input.shape[0], *spatial)}, got {target.dtype} {tuple(target.shape)}")
     last = (0, *range(2, input.ndim), 1)
     x = input.permute(*last).reshape(-1, C) if spatial else input
-    w = np.ones(C) if weight is None else weight._a.astype(np.float64)
+    if target.device != input.device:
+        raise RuntimeError(f"cross_entropy: input is on {input.device} but target is on {target.device}; move them to one device")
+    w = np.ones(C, like=input._a) if weight is None else weight._a.astype(np.float64)
     if w.shape != (C,): raise ValueError(f"cross_entropy: weight must have shape ({C},), got {w.shape}")
     eps = label_smoothing
     if probs:
@@ -532,11 +539,9 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
     else:
         t = target._a.reshape(-1).astype(np.int64)
         valid = t != ignore_index
-        if ((t[valid] < 0) | (t[valid] >= C)).any():
-            bad = t[valid][(t[valid] < 0) | (t[valid] >= C)][0]
-            raise IndexError(f"cross_entropy: target {bad} is out of bounds for {C} classes")
         tv = np.where(valid, t, 0)
-        targets, denom = _ClassTargets(tv, (1 - eps) * w[tv] * valid, eps / C * valid, w), (w[tv] * valid).sum()
+        K.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
+        targets, denom = _ClassTargets(tv, (1 - eps) * w[tv] * valid, eps / C * valid, w, eps > 0), (w[tv] * valid).sum()
     loss = CrossEntropyFn.apply(x, targets, denom, reduction)
     return loss.reshape(input.shape[0], *spatial) if reduction == "none" and spatial else loss
 

@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid', 'relu',
-           'erf', 'gelu', 'silu', 'abs', 'Cast', 'Clone', 'to', 'contiguous', 'Reshape', 'Permute', 'Expand', 'reshape',
-           'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'Sum',
-           'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where',
-           'clamp', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather', 'mean',
-           'var', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
-           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp',
-           'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
+           'erf', 'gelu', 'silu', 'abs', 'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'Reshape', 'Permute',
+           'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
+           'expand_as', 'view_as', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
+           'neg', 'Where', 'where', 'clamp', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take',
+           'Put', 'gather', 'mean', 'var', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'maximum',
+           'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum',
+           'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -19,8 +19,9 @@ import math
 from collections import namedtuple
 import numpy as np
 from . import kernels as K
-from .core import bool_, float64, get_default_dtype, int64
-from .tensor import Tensor, _dim, broadcast_shapes, tensor
+from .core import as_dtype, bool_, float64, get_default_dtype, int64
+from .tensor import Tensor, _dim, _move, broadcast_shapes, tensor
+from .tensor import device as Device
 from .autograd import Function, Node, _GradMode, is_grad_enabled, no_grad
 
 # %% ../nbs/04_ops.ipynb #a439eea8
@@ -80,23 +81,29 @@ class Cast(Function):
 
 class Clone(Function):
     @staticmethod
-    def forward(ctx, x): return Tensor(np.array(x._a, copy=True, order="C"))
+    def forward(ctx, x): return Tensor(x._a.copy())          # a row-major copy
     @staticmethod
     def backward(ctx, g): return g
 
+class ToDevice(Function):
+    "A copy in another device's memory; the gradient travels back to the original device."
+    @staticmethod
+    def forward(ctx, x, dev):
+        ctx.device = x.device
+        return Tensor(_move(x._a, dev))
+    @staticmethod
+    def backward(ctx, g): return g.to(ctx.device)
+
 def to(self, *args, dtype=None, device=None, copy=False):
-    "Convert to another dtype and/or device: `x.to(minidl.float64)`, `x.to('cpu')`, `x.to(other_tensor)`."
-    from minidl.core import as_dtype
-    from minidl.tensor import device as Device
+    "Convert to another dtype and/or device: `x.to(minidl.float64)`, `x.to('cuda')`, `x.to(other_tensor)`."
     for a in args:
         if isinstance(a, Tensor): dtype, device = a.dtype, a.device
         elif isinstance(a, (str, Device)) and str(a).split(":")[0] in ("cpu", "cuda"): device = a
         else: dtype = a
-    if device is not None and Device(device) != self.device:
-        raise RuntimeError(f"device {str(device)!r} is not available: this build of minidl has only the CPU backend")
-    dt = as_dtype(dtype) if dtype is not None else self.dtype
-    if dt == self.dtype: return Clone.apply(self) if copy else self
-    return Cast.apply(self, dt)
+    out = self if device is None or Device(device) == self.device else ToDevice.apply(self, Device(device))
+    dt = as_dtype(dtype) if dtype is not None else out.dtype
+    if dt != out.dtype: return Cast.apply(out, dt)
+    return Clone.apply(out) if copy and out is self else out
 
 Tensor.to = to
 Tensor.float = lambda self: self.to("float32")
@@ -106,6 +113,7 @@ Tensor.bool = lambda self: self.to("bool")
 Tensor.type_as = lambda self, other: self.to(other.dtype)
 Tensor.clone = lambda self: Clone.apply(self)
 Tensor.cpu = lambda self: self.to("cpu")
+Tensor.cuda = lambda self: self.to("cuda")
 def contiguous(self):
     "This tensor if its memory is row-major and dense, else a row-major copy."
     return self if self._a.flags.c_contiguous else Clone.apply(self)
@@ -365,7 +373,7 @@ class Where(Function):
 
 def where(condition, input, other):
     "Elements of `input` where `condition` holds, else of `other` (all three broadcast)."
-    cond = condition._a if isinstance(condition, Tensor) else np.asarray(condition)
+    cond = condition._a if isinstance(condition, Tensor) else condition if hasattr(condition, "dtype") else np.asarray(condition)
     if cond.dtype != np.bool_: raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     if not isinstance(input, Tensor) and not isinstance(other, Tensor): input = tensor(input)
     a, b = _operands(input, other)
@@ -461,7 +469,7 @@ class SliceBackward(Function):
     @staticmethod
     def forward(ctx, g, key, shape):
         ctx.key = key
-        out = np.zeros(shape, g.dtype); out[key] = g._a
+        out = np.zeros(shape, g.dtype, like=g._a); out[key] = g._a     # like=: on g's device
         return Tensor(out)
     @staticmethod
     def backward(ctx, gg): return Slice.apply(gg, ctx.key)
@@ -484,13 +492,13 @@ class Put(Function):
     @staticmethod
     def backward(ctx, gg): return Take.apply(gg, ctx.index)
 
-def _positions(shape): return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+def _positions(x): return np.arange(x.numel(), dtype=np.int64, like=x._a).reshape(x.shape)   # like=: on x's device
 
 def _getitem(x, key):
     key, basic = _key(key)
     try:
         if basic: return Slice.apply(x, key)
-        return Take.apply(x, _positions(x.shape)[key])
+        return Take.apply(x, _positions(x)[key])
     except IndexError as e: raise IndexError(f"{e} (indexing a tensor of shape {tuple(x.shape)})") from None
 
 def gather(x, dim, index):
@@ -499,7 +507,7 @@ def gather(x, dim, index):
     idx = index._a if isinstance(index, Tensor) else np.asarray(index)
     if idx.dtype.kind not in "iu": raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim: raise ValueError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
-    return Take.apply(x, np.take_along_axis(_positions(x.shape), idx, d))
+    return Take.apply(x, np.take_along_axis(_positions(x), idx, d))
 
 Tensor.__getitem__ = _getitem
 Tensor.gather = gather
@@ -661,7 +669,7 @@ def one_hot(t, num_classes=-1):
     n = int(t._a.max()) + 1 if num_classes == -1 else num_classes
     if t.numel() and (t._a.min() < 0 or t._a.max() >= n):
         raise ValueError(f"one_hot: class values must be in [0, {n}), got min {t._a.min()}, max {t._a.max()}")
-    return Tensor((t._a[..., None] == np.arange(n)).astype(np.int64))
+    return Tensor((t._a[..., None] == np.arange(n, like=t._a)).astype(np.int64))
 
 Tensor.split, Tensor.chunk = split, chunk
 

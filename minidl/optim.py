@@ -11,6 +11,7 @@ import bisect
 import math
 import numpy as np
 from numba import njit
+from .kernels import dispatch
 from .autograd import enable_grad, no_grad
 from .tensor import Tensor
 
@@ -49,11 +50,11 @@ class Optimizer:
         for p in group["params"]:
             if p.grad is None: continue
             if not p._a.flags.c_contiguous: raise RuntimeError(f"parameter of shape {tuple(p.shape)} is not contiguous; the fused update needs contiguous memory")
-            yield p, p._a.reshape(-1), np.ascontiguousarray(p.grad._a, dtype=p.dtype).reshape(-1)
+            yield p, p._a.reshape(-1), p.grad._a.astype(p.dtype, copy=False).reshape(-1)    # reshape copies if not contiguous
 
     def _buffer(self, p, name, init=0.0):
         st = self.state.setdefault(p, {})
-        if name not in st: st[name] = np.full(p._a.size, init, p.dtype)
+        if name not in st: st[name] = np.full(p._a.size, init, p.dtype, like=p._a)    # on p's device
         return st[name]
 
     def step(self, closure=None):
@@ -102,6 +103,7 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 # %% ../nbs/07_optim.ipynb #15373cca
+@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _sgd_kernel(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     for i in range(p.size):
@@ -133,6 +135,7 @@ class SGD(Optimizer):
         _sgd_kernel(flat, g, buf, t(group["lr"]), t(group["momentum"]), t(group["dampening"]), t(group["weight_decay"]), group["nesterov"], first)
 
 # %% ../nbs/07_optim.ipynb #9c0f270e
+@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2):
     step_size = lr / bc1
@@ -178,6 +181,7 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
 
 # %% ../nbs/07_optim.ipynb #2a1e4e2e
+@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered):
     for i in range(p.size):
@@ -194,6 +198,7 @@ def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum,
         else:
             p[i] -= lr * gi / avg
 
+@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _adagrad_kernel(p, g, acc, clr, eps, weight_decay):
     for i in range(p.size):

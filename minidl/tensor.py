@@ -61,7 +61,7 @@ class Tensor:
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, array: np.ndarray, requires_grad=False, _base=None):
-        self._a = array
+        self._a = np.asarray(array) if isinstance(array, np.generic) else array     # 0-d NumPy arithmetic returns scalars
         self.requires_grad = requires_grad
         self.grad = None
         self.grad_fn = None
@@ -72,7 +72,7 @@ class Tensor:
     shape = property(lambda self: self._a.shape, doc="The size of each dimension, a tuple.")
     dtype = property(lambda self: self._a.dtype, doc="The element type (a NumPy dtype such as `minidl.float32`).")
     ndim = property(lambda self: self._a.ndim, doc="The number of dimensions.")
-    device = property(lambda self: cpu, doc="The device holding the tensor's memory.")
+    device = property(lambda self: cpu if isinstance(self._a, (np.ndarray, np.generic)) else device(self._a.device), doc="The device holding the tensor's memory.")
     is_leaf = property(lambda self: self.grad_fn is None, doc="True for tensors not made by a recorded op.")
 
     def size(self, dim=None):
@@ -118,7 +118,7 @@ def _infer_dtype(a: np.ndarray, data):
 
 def tensor(data,                # a number, nested lists, a NumPy array or a Tensor (always copied)
            dtype=None,          # the dtype, or a name such as 'float64'; default: inferred, floats get the default dtype
-           device=None,         # where the tensor lives; 'cpu' (the only backend so far)
+           device=None,         # where the tensor lives: 'cpu' (the default) or 'cuda'
            requires_grad=False, # record operations on it for autograd
           ) -> Tensor:
     "A new tensor holding a copy of `data` (a number, nested lists, a NumPy array or a Tensor)."
@@ -128,11 +128,20 @@ def tensor(data,                # a number, nested lists, a NumPy array or a Ten
     return _make(a.astype(dt, copy=False) if a.dtype != dt else a, device, requires_grad)
 
 def _make(a: np.ndarray, device=None, requires_grad=False) -> Tensor:
-    if device is not None and globals()["device"](device) != cpu:
-        raise RuntimeError(f"device {device!r} is not available: this build of minidl has only the CPU backend")
     if requires_grad and a.dtype.kind != "f":
         raise RuntimeError(f"only floating point tensors can require gradients, got dtype {a.dtype}")
-    return Tensor(a, requires_grad)
+    return Tensor(a if device is None else _move(a, device), requires_grad)
+
+def _move(a, dev):
+    "The array `a` in the memory of device `dev`: `a` itself if it is there already, else a copy."
+    dev = globals()["device"](dev)
+    if dev.type == "cpu":
+        if isinstance(a, (np.ndarray, np.generic)): return a
+        from .gpu import to_host
+        return to_host(a)
+    if dev.index not in (None, 0): raise RuntimeError(f"device {dev} is not available: minidl drives one GPU, 'cuda:0'")
+    from .gpu import DeviceArray, to_device      # imported on first use: CPU-only programs never load numba.cuda
+    return a if isinstance(a, DeviceArray) else to_device(a)
 
 def from_numpy(a: np.ndarray) -> Tensor:
     "A tensor sharing memory with the NumPy array `a` (no copy)."
@@ -202,19 +211,21 @@ def normal(mean=0.0, std=1.0, size=(), dtype=None, device=None, requires_grad=Fa
     return _make(a, device, requires_grad)
 
 # %% ../nbs/01_tensor.ipynb #5c668cda
-def zeros_like(t, dtype=None, requires_grad=False): return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
-def ones_like(t, dtype=None, requires_grad=False): return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
-def empty_like(t, dtype=None, requires_grad=False): return empty(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def zeros_like(t, dtype=None, requires_grad=False): return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+def ones_like(t, dtype=None, requires_grad=False): return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+def empty_like(t, dtype=None, requires_grad=False): return empty(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 def full_like(t, fill_value, dtype=None, requires_grad=False):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
-def rand_like(t, dtype=None, requires_grad=False): return rand(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
-def randn_like(t, dtype=None, requires_grad=False): return randn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+def rand_like(t, dtype=None, requires_grad=False): return rand(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+def randn_like(t, dtype=None, requires_grad=False): return randn(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 
 # %% ../nbs/01_tensor.ipynb #5ed54b84
 def _numpy(self, force=False) -> np.ndarray:
     "The tensor's memory as a NumPy array (shared, not copied; `force=True` detaches first)."
     if self.requires_grad and not force:
         raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
+    if not isinstance(self._a, (np.ndarray, np.generic)):
+        raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
     return self._a
 
 def _item(self):
@@ -226,7 +237,7 @@ def _item(self):
 Tensor.numpy = _numpy
 Tensor.item = _item
 Tensor.tolist = lambda self: self._a.tolist()
-Tensor.__array__ = lambda self, dtype=None, copy=None: self._a if dtype is None else self._a.astype(dtype)
+Tensor.__array__ = lambda self, dtype=None, copy=None: np.asarray(self._a, dtype)   # a GPU array refuses, naming .cpu()
 Tensor.__float__ = lambda self: float(self.item())
 Tensor.__int__ = lambda self: int(self.item())
 def _index(self):
@@ -242,10 +253,11 @@ Tensor.__bool__ = _bool
 
 # %% ../nbs/01_tensor.ipynb #cde33e20
 def _repr(self):
-    body = np.array2string(self._a, separator=", ", prefix="tensor(", precision=4,
+    body = np.array2string(_move(self._a, cpu), separator=", ", prefix="tensor(", precision=4,
                            threshold=1000, edgeitems=3, suppress_small=True)
     extras = []
     if self._a.size == 0 and self.ndim > 1: extras.append(f"size={self.shape}")
+    if self.device != cpu: extras.append(f"device='{self.device}'")
     if self.dtype not in (get_default_dtype(), int64, bool_): extras.append(f"dtype=minidl.{self.dtype}")
     if self.grad_fn is not None: extras.append(f"grad_fn=<{self.grad_fn.name}>")
     elif self.requires_grad: extras.append("requires_grad=True")

@@ -1,0 +1,181 @@
+"""Tensors on the CUDA device (numba's simulator when there is no GPU): every op, forward and backward,
+against the same op on the CPU; copies between host and device counted; errors for mixed devices."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl import gpu
+from minidl.core import manual_seed
+
+
+def _pair(shape, low=-2.0, high=2.0, seed=0, dtype=np.float64):
+    "The same values as a CPU leaf and a CUDA leaf, both requiring grad."
+    a = np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
+    cpu = minidl.tensor(a, requires_grad=True)
+    dev = minidl.tensor(a, device="cuda", requires_grad=True)
+    return cpu, dev
+
+
+def _same(fn, *shapes, low=-2.0, high=2.0, rtol=1e-9, dtype=np.float64):
+    "fn on CPU and CUDA inputs: equal outputs and equal gradients of sum(out * weights)."
+    pairs = [_pair(s, low, high, seed=i, dtype=dtype) for i, s in enumerate(shapes)]
+    out_c, out_d = fn(*[p[0] for p in pairs]), fn(*[p[1] for p in pairs])
+    assert str(out_d.device) == "cuda:0"
+    np.testing.assert_allclose(out_d.cpu().detach().numpy(), out_c.detach().numpy(), rtol=rtol, atol=rtol)
+    w = np.random.default_rng(9).standard_normal(out_c.shape).astype(dtype)
+    (out_c * minidl.tensor(w)).sum().backward()
+    (out_d * minidl.tensor(w, device="cuda")).sum().backward()
+    for c, d in pairs:
+        assert str(d.grad.device) == "cuda:0"
+        np.testing.assert_allclose(d.grad.cpu().numpy(), c.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+UNARY = {
+    "exp": lambda x: x.exp(), "log": lambda x: (x.abs() + 0.1).log(), "sqrt": lambda x: (x.abs() + 0.1).sqrt(),
+    "rsqrt": lambda x: (x.abs() + 0.1).rsqrt(), "tanh": lambda x: x.tanh(), "sin": lambda x: x.sin(), "cos": lambda x: x.cos(),
+    "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(), "gelu": lambda x: x.gelu(), "silu": lambda x: x.silu(),
+    "abs": lambda x: x.abs(), "neg": lambda x: -x, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "elu": lambda x: F.elu(x),
+    "softplus": lambda x: F.softplus(x), "clamp": lambda x: x.clamp(-1, 0.5), "pow": lambda x: x ** 2, "log1p": lambda x: (x.abs()).log1p(),
+}
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_ops_match_cpu(name):
+    _same(UNARY[name], (3, 5))
+
+
+BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / (b.abs() + 0.5),
+    "maximum": lambda a, b: minidl.maximum(a, b), "minimum": lambda a, b: minidl.minimum(a, b),
+    "where": lambda a, b: minidl.where(a > b, a, b * 2), "pow": lambda a, b: (a.abs() + 0.5) ** b,
+}
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_binary_ops_with_broadcasting_match_cpu(name):
+    _same(BINARY[name], (4, 1, 3), (2, 3))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.sum(), lambda x: x.sum(1), lambda x: x.sum((0, 2), keepdim=True), lambda x: x.mean(-1),
+    lambda x: x.var(0), lambda x: x.std(), lambda x: x.softmax(1), lambda x: x.log_softmax(-1), lambda x: x.logsumexp(0),
+    lambda x: x.permute(2, 0, 1).reshape(4, 6), lambda x: x[1:, ::2, None], lambda x: x.transpose(0, 2)[1],
+    lambda x: x.expand(2, 3, 4, 2).sum(0), lambda x: minidl.cat([x, x * 2], 1), lambda x: minidl.stack([x, x], -1),
+    lambda x: x.max(), lambda x: x.reshape(-1)[minidl.tensor([0, 5, 5, -1], device=x.device)],
+])
+def test_reductions_views_and_indexing_match_cpu(fn):
+    _same(fn, (3, 4, 2))
+
+
+@pytest.mark.parametrize("shapes", [((5, 7), (7, 3)), ((2, 5, 7), (7, 4)), ((3,), (3, 2)), ((2, 1, 4, 3), (5, 3, 2))])
+def test_matmul_matches_cpu(shapes):
+    _same(lambda a, b: a @ b, *shapes)
+    _same(lambda a, b: a @ b, *shapes, dtype=np.float32, rtol=2e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"label_smoothing": 0.1},
+                                    {"ignore_index": 2}, {"weight": [0.5, 1.0, 2.0, 1.5]}])
+def test_cross_entropy_with_class_targets_matches_cpu(kwargs):
+    target = np.array([0, 3, 2, 1, 2])
+    def loss(x):
+        kw = dict(kwargs)
+        if "weight" in kw: kw["weight"] = minidl.tensor(kw["weight"], dtype="float64", device=x.device)
+        return F.cross_entropy(x, minidl.tensor(target, device=x.device), **kw)
+    _same(loss, (5, 4))
+
+
+def test_cross_entropy_with_probability_targets_and_mse_match_cpu():
+    q = np.random.default_rng(3).dirichlet(np.ones(4), 5)
+    _same(lambda x: F.cross_entropy(x, minidl.tensor(q, device=x.device)), (5, 4))
+    _same(lambda x: F.mse_loss(x, minidl.ones(5, 4, dtype="float64", device=x.device)), (5, 4))
+
+
+def test_bad_class_target_is_reported_at_the_next_copy_to_the_host():
+    x = minidl.randn(3, 4, device="cuda")
+    loss = F.cross_entropy(x, minidl.tensor([0, 4, 1], device="cuda"))        # 4 is out of range: the check runs on the device
+    with pytest.raises(IndexError, match="target 4 is out of bounds for 4 classes"): loss.item()
+    assert np.isfinite(F.cross_entropy(x, minidl.tensor([0, 3, 1], device="cuda")).item())
+
+
+def test_mixing_devices_raises_an_error_naming_both():
+    a, b = minidl.randn(2, 3), minidl.randn(2, 3, device="cuda")
+    for op in (lambda: a + b, lambda: b * a, lambda: b @ a.T, lambda: minidl.where(a > 0, b, b), lambda: minidl.cat([a, b])):
+        with pytest.raises(RuntimeError, match="cuda:0 and cpu"): op()
+    with pytest.raises(RuntimeError, match="input is on cuda:0 but target is on cpu"):
+        F.cross_entropy(b, minidl.tensor([0, 1]))
+    assert (b + 1.5).device == "cuda" and (b * minidl.tensor(2.0)).device == "cuda"   # numbers and 0-d CPU tensors may join
+
+
+def test_tensor_device_api():
+    x = minidl.arange(6, dtype="float32").reshape(2, 3)
+    y = x.to("cuda")
+    assert x.device == "cpu" and y.device == "cuda" and y.cuda() is y and x.to("cpu") is x
+    assert y.cpu().tolist() == x.tolist() and repr(y).endswith("device='cuda:0')")
+    assert y.to("cuda", "float64").dtype == minidl.float64 and y.to(x).device == "cpu"
+    for make in (lambda: minidl.zeros(2, device="cuda"), lambda: minidl.randn(2, device="cuda"), lambda: minidl.zeros_like(y),
+                 lambda: minidl.full((2,), 3.0, device="cuda"), lambda: minidl.tensor([1, 2], device="cuda:0")):
+        assert make().device == "cuda"
+    with pytest.raises(TypeError, match=r"Use Tensor.cpu\(\)"): y.numpy()
+    with pytest.raises(RuntimeError, match="minidl drives one GPU"): x.to("cuda:1")
+    assert y.sum().item() == 15.0 and float(y[1, 2]) == 5.0 and bool(y[0, 1] > 0)
+
+
+def test_module_to_moves_parameters_in_place_and_back():
+    manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    params = list(m.parameters())
+    m.to("cuda")
+    assert [id(p) for p in m.parameters()] == [id(p) for p in params]
+    assert all(t.device == "cuda" for t in list(m.parameters()) + list(m.buffers()))
+    out = m(minidl.randn(5, 3, device="cuda"))
+    assert out.device == "cuda" and m[1].running_mean.device == "cuda"
+    m.cpu()
+    assert all(t.device == "cpu" for t in list(m.parameters()) + list(m.buffers()))
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: minidl.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                                      lambda p: minidl.optim.SGD(p, lr=0.1),
+                                      lambda p: minidl.optim.Adam(p, lr=0.01, amsgrad=True),
+                                      lambda p: minidl.optim.AdamW(p, lr=0.01)])
+def test_training_steps_match_cpu_and_copy_only_the_batch(make_opt):
+    manual_seed(1)
+    cpu_model = _mlp(); dev_model = _mlp()
+    dev_model.load_state_dict(cpu_model.state_dict()); dev_model.to("cuda")
+    cpu_opt, dev_opt = make_opt(cpu_model.parameters()), make_opt(dev_model.parameters())
+    X, Y = minidl.randn(12, 6), minidl.randint(0, 3, (12,))
+    for i in range(3):
+        xb, yb = X[i * 4:(i + 1) * 4], Y[i * 4:(i + 1) * 4]
+        loss = F.cross_entropy(cpu_model(xb), yb); loss.backward(); cpu_opt.step(); cpu_opt.zero_grad()
+        before = dict(gpu.copies)
+        dloss = F.cross_entropy(dev_model(xb.to("cuda")), yb.to("cuda")); dloss.backward(); dev_opt.step(); dev_opt.zero_grad()
+        assert {k: gpu.copies[k] - before[k] for k in before} == {"to_device": 2, "to_host": 0}
+        np.testing.assert_allclose(dloss.item(), loss.item(), rtol=1e-5)
+    for p, q in zip(cpu_model.parameters(), dev_model.parameters()):
+        np.testing.assert_allclose(q.detach().cpu().numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_learner_trains_on_the_model_device_like_on_the_cpu():
+    from minidl.data import TensorDataset
+    from minidl.learner import DataLoaders, Learner, accuracy
+    ds = TensorDataset(minidl.randn(32, 6), minidl.randint(0, 3, (32,)))
+    runs = []
+    for device in ("cpu", "cuda"):
+        manual_seed(2)
+        learn = Learner(_mlp().to(device), DataLoaders.from_datasets(ds, ds, batch_size=8, seed=0), lr=0.01, metrics=[accuracy])
+        learn.fit(2)
+        runs.append(learn.recorder)
+    np.testing.assert_allclose(runs[1].losses, runs[0].losses, rtol=1e-5)
+    for a, b in zip(runs[0].values, runs[1].values):
+        np.testing.assert_allclose([b["valid_loss"], b["accuracy"]], [a["valid_loss"], a["accuracy"]], rtol=1e-5)
+
+
+def test_ops_without_a_cuda_kernel_raise_a_clear_error():
+    x = minidl.randn(1, 1, 5, 5, device="cuda")
+    with pytest.raises(TypeError, match=r"can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu\(\)"):
+        nn.Conv2d(1, 2, 3).to("cuda")(x)          # convolution has no CUDA kernel yet
+    with pytest.raises(TypeError, match="numpy.einsum is not supported"):
+        minidl.einsum("ij,jk->ik", x[0, 0], x[0, 0])
