@@ -368,28 +368,30 @@ def _arg(op):
 DeviceArray.argmax, DeviceArray.argmin = _arg(ARGMAX), _arg(ARGMIN)
 
 # %% ../nbs/15_gpu.ipynb #bf4db3f8
+@cuda.jit(device=True)
+def _element(k, i0, i0_off, i1, i1_off, size0, size1, two, off, s0, s1):
+    "Where x[i0[k], i1[k]] (or x[i0[k]]) lives, negative indices counted from the end; -1 when out of range."
+    a = i0[i0_off + k]
+    if a < 0: a += size0
+    b = i1[i1_off + k] if two else 0
+    if b < 0: b += size1
+    return off + a * s0 + b * s1 if 0 <= a < size0 and 0 <= b < size1 else -1    # check_range records the error
+
 @cuda.jit
 def _gather_kernel(out, n, x, off, s0, s1, i0, i0_off, i1, i1_off, size0, size1, two):
-    "out[k] = x[i0[k], i1[k]] (or x[i0[k]] for one index), negative indices counted from the end; out of range reads 0."
+    "out[k] = x[i0[k], i1[k]]; an index out of range reads 0."
     k = cuda.grid(1)
     if k < n:
-        a = i0[i0_off + k]
-        if a < 0: a += size0
-        b = i1[i1_off + k] if two else 0
-        if b < 0: b += size1
-        ok = 0 <= a < size0 and 0 <= b < size1            # check_range has recorded the error; don't touch memory
-        out[k] = x[off + a * s0 + b * s1] if ok else 0
+        p = _element(k, i0, i0_off, i1, i1_off, size0, size1, two, off, s0, s1)
+        out[k] = x[p] if p >= 0 else 0
 
 @cuda.jit
 def _put_kernel(x, off, s0, s1, i0, i0_off, i1, i1_off, size0, size1, two, v, v_off, v_str, n, shape):
-    "x[i0[k], i1[k]] = v[k] (v broadcast to the index shape); indices out of range write nothing."
+    "x[i0[k], i1[k]] = v[k] (v broadcast to the index shape); an index out of range writes nothing."
     k = cuda.grid(1)
     if k < n:
-        a = i0[i0_off + k]
-        if a < 0: a += size0
-        b = i1[i1_off + k] if two else 0
-        if b < 0: b += size1
-        if 0 <= a < size0 and 0 <= b < size1: x[off + a * s0 + b * s1] = v[v_off + _offset(k, shape, v_str)]
+        p = _element(k, i0, i0_off, i1, i1_off, size0, size1, two, off, s0, s1)
+        if p >= 0: x[p] = v[v_off + _offset(k, shape, v_str)]
 
 def _index_arrays(self, key):
     "The integer index arrays of an advanced key on the device, broadcast to one shape, contiguous."
