@@ -113,7 +113,7 @@ def add(x, y): return x + y
 def mul(x, y): return x * y
 
 @cuda.jit(device=True)
-def maximum(x, y): return x if x > y else y
+def maximum(x, y): return x if x > y or x != x else y      # a NaN wins, as in np.maximum
 
 @cuda.jit(device=True)
 def relu(x): return x if x > 0 else x * 0

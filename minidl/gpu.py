@@ -14,6 +14,7 @@ import numba
 from . import kernels as K
 from . import optim
 from .cuda import THREADS, _blocks, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
+from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
 
 # %% ../nbs/15_gpu.ipynb #da55a467
 copies = {"to_device": 0, "to_host": 0}
@@ -21,13 +22,12 @@ copies = {"to_device": 0, "to_host": 0}
 
 _ANCHOR = {}
 
-def _layout(shape, dtype, strides=None) -> np.ndarray:
-    "A NumPy array of `shape`, `dtype` and byte `strides` (default row-major) that owns no memory: it only describes one."
+def _layout(shape, dtype) -> np.ndarray:
+    "A row-major NumPy array of `shape` and `dtype` that owns no memory: it only describes one."
     dtype = np.dtype(dtype)
     anchor = _ANCHOR.setdefault(dtype, np.zeros(1, dtype))
-    if strides is None:
-        strides, s = [], dtype.itemsize
-        for n in reversed(shape): strides.insert(0, s); s *= max(n, 1)
+    strides, s = [], dtype.itemsize
+    for n in reversed(shape): strides.insert(0, s); s *= max(n, 1)
     return np.lib.stride_tricks.as_strided(anchor, tuple(shape), tuple(strides))
 
 def _pointer(a: np.ndarray) -> int: return a.__array_interface__["data"][0]
@@ -51,7 +51,8 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
     def __len__(self): return self.shape[0]
     def __repr__(self): return f"DeviceArray({to_host(self)!r}, device='{self.device}')"
     def __array__(self, dtype=None, copy=None):
-        raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
+        raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first. "
+                        "(An op with no CUDA kernel yet, such as a convolution, also stops here: the traceback names it.)")
 
     def _view(self, layout: np.ndarray) -> "DeviceArray":
         "The array that `layout` (a view of self.layout) describes, sharing this memory."
@@ -73,9 +74,8 @@ def to_device(a) -> DeviceArray:
 
 def to_host(x: DeviceArray) -> np.ndarray:
     "Copy a device array into new host memory (counted in `copies`)."
-    c = contiguous(x)
     copies["to_host"] += 1
-    out = c.buf[c.offset:c.offset + c.size].copy_to_host().reshape(c.shape)
+    out = _flat(x).copy_to_host().reshape(x.shape)
     _raise_device_error()
     return out
 
@@ -148,6 +148,10 @@ def _same_device(name: str, *xs):
             raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and {where}! "
                                f"(in {name}; move them with .to('cuda') or .cpu())")
 
+def _result_type(*xs) -> np.dtype:
+    "NumPy's common dtype of arrays (on any device) and Python scalars (which stay weak)."
+    return np.result_type(*[x.dtype if isinstance(x, DeviceArray) else x for x in xs])
+
 def apply(fn, inputs, out_dtype, out: DeviceArray = None, name: str = "elementwise") -> DeviceArray:
     "Run the device function `fn` over `inputs` (device arrays and scalars) broadcast together, into `out` or a new array."
     _same_device(name, *inputs)
@@ -158,7 +162,7 @@ def apply(fn, inputs, out_dtype, out: DeviceArray = None, name: str = "elementwi
     elif out.shape != shape: raise ValueError(f"{name}: output shape {out.shape} doesn't match the broadcast shape {shape}")
     n = int(np.prod(shape))
     if n == 0: return out
-    loop = np.result_type(*[x.dtype if isinstance(x, DeviceArray) else x for x in inputs])
+    loop = _result_type(*inputs)
     args = [a for x in inputs for a in _operand(x, shape, loop)]
     _map_kernel(fn, len(inputs))[_blocks(n), THREADS](n, shape or (1,), out.buf, out.offset, _estrides(out.layout, shape), *args)
     return out
@@ -166,6 +170,11 @@ def apply(fn, inputs, out_dtype, out: DeviceArray = None, name: str = "elementwi
 def contiguous(x: DeviceArray) -> DeviceArray:
     "x itself if row-major and dense, else a row-major copy."
     return x if x.flags.c_contiguous else apply(_identity, [x], x.dtype, name="copy")
+
+def _flat(x: DeviceArray):
+    "The contiguous 1-d numba device array holding x's elements (a view of its buffer, after a copy if x is strided)."
+    c = contiguous(x)
+    return c.buf[c.offset:c.offset + c.size]
 
 @cuda.jit(device=True)
 def _identity(x): return x
@@ -214,8 +223,6 @@ def check_range(index: DeviceArray, lo: int, hi: int, message: str):
 def _device(f): return cuda.jit(device=True)(f)
 
 @_device
-def _maximum(x, y): return x if x > y or x != x else y
-@_device
 def _minimum(x, y): return x if x < y or x != x else y
 @_device
 def _sign(x): return 1 if x > 0 else (-1 if x < 0 else x)
@@ -223,9 +230,9 @@ def _sign(x): return 1 if x > 0 else (-1 if x < 0 else x)
 def _clip(x, lo, hi): return lo if x < lo else (hi if x > hi else x)
 
 UFUNCS = {
-    np.add: _device(lambda x, y: x + y), np.subtract: _device(lambda x, y: x - y),
-    np.multiply: _device(lambda x, y: x * y), np.divide: _device(lambda x, y: x / y),
-    np.power: _device(lambda x, y: x ** y), np.maximum: _maximum, np.minimum: _minimum,
+    np.add: add, np.subtract: _device(lambda x, y: x - y),
+    np.multiply: mul, np.divide: _device(lambda x, y: x / y),
+    np.power: _device(lambda x, y: x ** y), np.maximum: maximum, np.minimum: _minimum,
     np.equal: _device(lambda x, y: x == y), np.not_equal: _device(lambda x, y: x != y),
     np.less: _device(lambda x, y: x < y), np.less_equal: _device(lambda x, y: x <= y),
     np.greater: _device(lambda x, y: x > y), np.greater_equal: _device(lambda x, y: x >= y),
@@ -305,20 +312,15 @@ def reduce(x: DeviceArray, axes, keepdims: bool, op: int, out_dtype) -> DeviceAr
     m, r = int(np.prod(kshape)), int(np.prod(rshape))
     if r == 0 and op != SUM: raise ValueError(f"zero-size array to reduction operation {('sum', 'max', 'min', 'argmax', 'argmin')[op]} which has no identity")
     es = x.element_strides()
-    out = empty(kshape, out_dtype)
-    acc_dtype = np.float64 if x.dtype.kind == "f" and op == SUM else (np.int64 if op == SUM else x.dtype)
-    if m:
-        if op == SUM and r >= BLOCK_REDUCE_MIN:
-            acc = empty(kshape, np.float64)
-            _sum_block_kernel[m, THREADS](acc.buf, x.buf, x.offset, kshape or (1,), tuple(es[d] for d in kept) or (0,),
-                                          rshape or (1,), tuple(es[d] for d in axes) or (0,), r)
-            out = acc if out_dtype == np.float64 else apply(_identity, [acc], out_dtype)
-        else:
-            init = np.dtype(acc_dtype).type(0)
-            target = out if np.dtype(out_dtype) == np.dtype(acc_dtype) or op in (ARGMAX, ARGMIN) else empty(kshape, acc_dtype)
-            _reduce_kernel[_blocks(m), THREADS](target.buf, m, x.buf, x.offset, kshape or (1,), tuple(es[d] for d in kept) or (0,),
-                                               rshape or (1,), tuple(es[d] for d in axes) or (0,), r, op, init)
-            out = target if target is out else apply(_identity, [target], out_dtype)
+    walk = (x.buf, x.offset, kshape or (1,), tuple(es[d] for d in kept) or (0,), rshape or (1,), tuple(es[d] for d in axes) or (0,), r)
+    if op == SUM and r >= BLOCK_REDUCE_MIN:
+        acc = empty(kshape, np.float64)
+        if m: _sum_block_kernel[m, THREADS](acc.buf, *walk)
+    else:
+        acc_dtype = np.int64 if op in (ARGMAX, ARGMIN) else ((np.float64 if x.dtype.kind == "f" else np.int64) if op == SUM else x.dtype)
+        acc = empty(kshape, acc_dtype)
+        if m: _reduce_kernel[_blocks(m), THREADS](acc.buf, m, *walk, op, acc.dtype.type(0) if op == SUM else x.dtype.type(0))
+    out = acc if acc.dtype == out_dtype else apply(_identity, [acc], out_dtype)
     if keepdims: out = out._view(out.layout.reshape(tuple(1 if d in axes else n for d, n in enumerate(x.shape))))
     return out
 
@@ -444,7 +446,7 @@ DeviceArray.__getitem__, DeviceArray.__setitem__ = _getitem, _setitem
 
 # %% ../nbs/15_gpu.ipynb #da56e0d3
 def _where(cond, a, b):
-    return apply(_where_fn, [cond, a, b], np.result_type(a.dtype if hasattr(a, 'dtype') else a, b.dtype if hasattr(b, 'dtype') else b), name="numpy.where")
+    return apply(_where_fn, [cond, a, b], _result_type(a, b), name="numpy.where")
 
 @_device
 def _where_fn(c, x, y): return x if c else y
@@ -617,23 +619,12 @@ def scatter_add(size: int, index, src):
         scatter_add_kernel[_blocks(index.size), THREADS](_flat(out), _flat(index), _flat(src))
     return out
 
-def _flat(x: DeviceArray):
-    "The contiguous 1-d numba device array holding x's elements (a view of its buffer)."
-    c = contiguous(x)
-    return c.buf[c.offset:c.offset + c.size]
-
-K.sum.register(DeviceArray, lambda x, axes=None, keepdim=False: reduce(x, tuple(range(x.ndim)) if axes is None else axes, keepdim, SUM, _sum_dtype(x, None)))
+K.sum.register(DeviceArray, lambda x, axes=None, keepdim=False: reduce(x, axes, keepdim, SUM, _sum_dtype(x, None)))
 K.scatter_add.register(DeviceArray, scatter_add)
 K.check_range.register(DeviceArray, check_range)
 
 # %% ../nbs/15_gpu.ipynb #5d75f4b0
-# the activations of minidl.kernels, as device functions with the same bodies
-@_device
-def _sigmoid(x):
-    e = math.exp(-abs(x))
-    return (1 if x >= 0 else e) / (1 + e)
-@_device
-def _relu(x): return x if x > 0 else x * 0
+# the activations of minidl.kernels, as device functions with the same bodies (sigmoid and relu are lesson 14's)
 @_device
 def _leaky_relu(x, slope): return x if x > 0 else slope * x
 @_device
@@ -643,7 +634,7 @@ def _erf(x): return math.erf(x)
 @_device
 def _gelu(x): return 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
 @_device
-def _silu(x): return x * _sigmoid(x)
+def _silu(x): return x * sigmoid(x)
 @_device
 def _softplus(x, beta, threshold):
     bx = beta * x
@@ -651,7 +642,7 @@ def _softplus(x, beta, threshold):
 @_device
 def _rsqrt(x): return 1 / math.sqrt(x)
 
-for _k, _fn in ((K.sigmoid, _sigmoid), (K.relu, _relu), (K.leaky_relu, _leaky_relu), (K.elu, _elu), (K.erf, _erf), (K.gelu, _gelu),
+for _k, _fn in ((K.sigmoid, sigmoid), (K.relu, relu), (K.leaky_relu, _leaky_relu), (K.elu, _elu), (K.erf, _erf), (K.gelu, _gelu),
                 (K.silu, _silu), (K.softplus, _softplus), (K.rsqrt, _rsqrt)):
     _k.register(DeviceArray, lambda x, *params, _fn=_fn, _k=_k: apply(_fn, [x, *params], x.dtype, name=_k.__name__))
 

@@ -72,7 +72,7 @@ class Tensor:
     shape = property(lambda self: self._a.shape, doc="The size of each dimension, a tuple.")
     dtype = property(lambda self: self._a.dtype, doc="The element type (a NumPy dtype such as `minidl.float32`).")
     ndim = property(lambda self: self._a.ndim, doc="The number of dimensions.")
-    device = property(lambda self: cpu if isinstance(self._a, (np.ndarray, np.generic)) else device(self._a.device), doc="The device holding the tensor's memory.")
+    device = property(lambda self: cpu if isinstance(self._a, np.ndarray) else device(self._a.device), doc="The device holding the tensor's memory.")
     is_leaf = property(lambda self: self.grad_fn is None, doc="True for tensors not made by a recorded op.")
 
     def size(self, dim=None):
@@ -136,7 +136,7 @@ def _move(a, dev):
     "The array `a` in the memory of device `dev`: `a` itself if it is there already, else a copy."
     dev = globals()["device"](dev)
     if dev.type == "cpu":
-        if isinstance(a, (np.ndarray, np.generic)): return a
+        if isinstance(a, np.ndarray): return a
         from .gpu import to_host
         return to_host(a)
     if dev.index not in (None, 0): raise RuntimeError(f"device {dev} is not available: minidl drives one GPU, 'cuda:0'")
@@ -224,7 +224,7 @@ def _numpy(self, force=False) -> np.ndarray:
     "The tensor's memory as a NumPy array (shared, not copied; `force=True` detaches first)."
     if self.requires_grad and not force:
         raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
-    if not isinstance(self._a, (np.ndarray, np.generic)):
+    if not isinstance(self._a, np.ndarray):
         raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
     return self._a
 
