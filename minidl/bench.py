@@ -6,8 +6,8 @@
 __all__ = ['EPOCHS', 'WORKLOADS', 'QUIET_POOLS', 'END_TO_END', 'interleaved', 'Table', 'met', 'targets_table', 'load_torch',
            'machine_table', 'bench_matmul', 'bench_elementwise', 'bench_softmax', 'bench_autograd', 'epochs_in_turns',
            'mnist_shaped', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d', 'lenet_epochs', 'bench_lenet_epoch',
-           'epoch_peak_mib', 'bench_memory', 'startup_times', 'bench_startup', 'workload_env', 'run_workload', 'run',
-           'main']
+           'epoch_peak_mib', 'bench_memory', 'startup_times', 'bench_startup', 'bench_gpu', 'workload_env',
+           'run_workload', 'run', 'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -233,15 +233,20 @@ def mnist_shaped(n: int, image=False, seed=4) -> tuple:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 1, 28, 28) if image else (n, 784), dtype=np.float32), rng.integers(0, 10, n)
 
-def mlp_epochs(torch, X, Y) -> dict:
-    "Framework name → a function that trains a fresh MLP 784-256-128-10 for one epoch on (X, Y): batch 128, SGD."
-    from minidl import data, nn, optim
+def _minidl_epoch(model, X, Y, batch_size: int, device: str):
+    "One epoch of SGD on (X, Y) for `model` on `device`, each batch moved there; the last loss read back, so a GPU has finished."
+    from minidl import data, optim
+    model.to(device); opt = optim.SGD(model.parameters(), lr=0.01)
+    for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), batch_size, shuffle=True, seed=0):
+        loss = minidl.nn.functional.cross_entropy(model(xb.to(device)), yb.to(device)); opt.zero_grad(); loss.backward(); opt.step()
+    return loss.item()
+
+def mlp_epochs(torch, X, Y, device: str = "cpu") -> dict:
+    "Framework name → a function that trains a fresh MLP 784-256-128-10 for one epoch on (X, Y): batch 128, SGD (minidl's on `device`)."
+    from minidl import nn
     def md_epoch():
         minidl.manual_seed(0)
-        m = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
-        opt = optim.SGD(m.parameters(), lr=0.01)
-        for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), 128, shuffle=True, seed=0):
-            loss = nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+        _minidl_epoch(nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)), X, Y, 128, device)
     fns = {"minidl": md_epoch}
     if torch:
         def torch_epoch():
@@ -284,14 +289,12 @@ def bench_conv2d(torch, n=64, c=64, hw=32, rounds=5) -> Table:
         t.add(k, m * 1e3, tt * 1e3 if tt else None, m / tt if tt else None, mult * flops / m / 1e9)
     return t
 
-def lenet_epochs(torch, X, Y) -> dict:
-    "Framework name → a function that trains a fresh LeNet-5 for one epoch on (X, Y): batch 64, SGD."
-    from minidl import data, models, optim
+def lenet_epochs(torch, X, Y, device: str = "cpu") -> dict:
+    "Framework name → a function that trains a fresh LeNet-5 for one epoch on (X, Y): batch 64, SGD (minidl's on `device`)."
+    from minidl import models
     def md_epoch():
         minidl.manual_seed(0)
-        m = models.LeNet5(); opt = optim.SGD(m.parameters(), lr=0.01)
-        for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), 64, shuffle=True, seed=0):
-            loss = minidl.nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+        _minidl_epoch(models.LeNet5(), X, Y, 64, device)
     fns = {"minidl": md_epoch}
     if torch:
         tnn = torch.nn
@@ -379,14 +382,42 @@ def bench_startup(torch, warm_runs=3) -> Table:
     return t
 
 # %% ../nbs/95_bench.ipynb #0df9b7e7
+def bench_gpu(torch, sizes=(1024, 2048, 4096), n=60_000, rounds=3) -> Table:
+    "minidl on the GPU: the tiled matmul against cuBLAS, MLP and LeNet epochs against minidl on the CPU."
+    from minidl import cuda as mc
+    t = Table("GPU (numba.cuda)", ["workload", "minidl on the GPU", "reference", "reference is", "reference / GPU time"])
+    if not mc.is_available():
+        t.notes.append("no CUDA GPU here (only numba's simulator, which times Python): nothing measured"); return t
+    from minidl import gpu
+    rng, cublas = np.random.default_rng(7), torch is not None and torch.cuda.is_available()
+    for s in sizes:
+        a, b = (gpu.to_device(rng.standard_normal((s, s), dtype=np.float32)) for _ in range(2))
+        fns = {"minidl": lambda: (gpu.matmul(a, b), mc.cuda.synchronize())}
+        if cublas:
+            ta, tb = torch.randn(s, s, device="cuda"), torch.randn(s, s, device="cuda")
+            fns["cublas"] = lambda: (ta @ tb, torch.cuda.synchronize())
+        r = interleaved(fns, rounds=5)
+        ratio = r["cublas"] / r["minidl"] if cublas else None
+        t.add(f"matmul float32 n = {s}, GFLOP/s", _gflops(s, r["minidl"]), _gflops(s, r["cublas"]) if cublas else None, "cuBLAS (torch)", ratio)
+        if s == 4096: t.check("tiled matmul / cuBLAS speed, n = 4096", ratio, ">=", 0.5)
+    for name, epochs, image in (("MLP", mlp_epochs, False), ("LeNet-5", lenet_epochs, True)):
+        X, Y = mnist_shaped(n, image=image)
+        r = interleaved({"gpu": epochs(None, X, Y, "cuda")["minidl"], "cpu": epochs(None, X, Y)["minidl"]}, rounds=rounds, round_seconds=0)
+        t.add(f"{name} epoch ({n:,} samples), seconds", r["gpu"], r["cpu"], "minidl on the CPU", r["cpu"] / r["gpu"])
+        if name == "MLP": t.check("MLP epoch CPU / GPU time", r["cpu"] / r["gpu"], ">=", 10)
+    t.notes.append("targets: tiled matmul ≥ 0.5 × cuBLAS at n = 4096; MLP epoch ≥ 10× faster than on the CPU")
+    if not cublas: t.notes.append("PyTorch with CUDA is not installed: no cuBLAS column")
+    return t
+
+# %% ../nbs/95_bench.ipynb #e0b9fa8b
 WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax": bench_softmax,
              "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "conv2d": bench_conv2d, "lenet_epoch": bench_lenet_epoch,
-             "memory": bench_memory, "startup": bench_startup}
+             "memory": bench_memory, "startup": bench_startup, "gpu": bench_gpu}
 
 QUIET_POOLS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 "Idle threads sleep instead of spinning, so one contender's pool does not steal the cores from the next."
 
-END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup"}
+END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup", "gpu"}
 "Workloads measured with the library-default thread pools, as a user runs them; the others get QUIET_POOLS."
 
 def workload_env(name: str, threads: int) -> dict:

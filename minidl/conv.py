@@ -4,9 +4,11 @@
 
 # %% auto #0
 __all__ = ['DIRECT_MAX_TAPS', 'MaxPool1d', 'MaxPool2d', 'AvgPool1d', 'AvgPool2d', 'AdaptiveAvgPool1d', 'AdaptiveAvgPool2d',
-           'Geometry', 'im2col', 'col2im', 'Conv2dFn', 'ConvTranspose2dFn', 'conv2d', 'conv1d', 'conv_transpose2d',
-           'unfold', 'fold', 'pad', 'max_pool2d', 'max_pool1d', 'avg_pool2d', 'avg_pool1d', 'adaptive_avg_pool2d',
-           'adaptive_avg_pool1d', 'BatchNorm2d', 'group_norm', 'GroupNorm', 'Conv1d', 'Conv2d', 'ConvTranspose2d']
+           'Geometry', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad', 'direct_weight_grad', 'Conv2dFn',
+           'ConvTranspose2dFn', 'conv2d', 'conv1d', 'conv_transpose2d', 'unfold', 'fold', 'pad', 'max_pool_arrays',
+           'max_pool_grad', 'window_mean', 'window_mean_grad', 'max_pool2d', 'max_pool1d', 'avg_pool2d', 'avg_pool1d',
+           'adaptive_avg_pool2d', 'adaptive_avg_pool1d', 'BatchNorm2d', 'group_norm', 'GroupNorm', 'Conv1d', 'Conv2d',
+           'ConvTranspose2d']
 
 # %% ../nbs/12_conv.ipynb #c737b7f2
 import math
@@ -15,8 +17,9 @@ import numpy as np
 from numba import njit, prange
 from . import nn
 from .autograd import Function
-from .kernels import serial_and_parallel
+from .kernels import dispatch, serial_and_parallel
 from .nn import Module, Parameter, _BatchNorm, init
+from .ops import Take, _positions
 from .tensor import Tensor, ones, zeros
 
 # %% ../nbs/12_conv.ipynb #8c7458fe
@@ -99,6 +102,7 @@ def _out_size(n, k, s, pad, d, ceil_mode=False):
     if ceil_mode and (out - 1) * s >= n + pad - pad // 2: out -= 1     # the last window must start inside the input or left padding
     return out
 
+@dispatch
 def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
     "Unfold a (N, C, H, W) array into (N, C*kh*kw, OH, OW) columns."
     N, C = x.shape[:2]
@@ -106,6 +110,7 @@ def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
     _im2col(cols.size)(np.ascontiguousarray(x), *g.kernel, *g.stride, *g.begin, *g.dilation, cols)
     return cols
 
+@dispatch
 def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
     "Fold (N, C*kh*kw, OH, OW) columns back into a (N, C, H, W) array, summing overlaps."
     x = np.zeros(shape, cols.dtype)
@@ -113,6 +118,10 @@ def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
     return x
 
 # %% ../nbs/12_conv.ipynb #cccdccb0
+def _dense(a):
+    "`a` itself if it is row-major, else a row-major copy — on a's device (NumPy's `ascontiguousarray` cannot take a GPU array)."
+    return a if a.flags.c_contiguous else a.copy()
+
 def _gemm_forward(x, w, groups, g: Geometry):
     "out = W @ im2col(x), per group and image; also returns the columns (kept for backward)."
     N = x.shape[0]; O = w.shape[0]
@@ -124,13 +133,13 @@ def _gemm_input_grad(gy, w, groups, g: Geometry, x_shape):
     "dL/dx = col2im(Wᵀ @ dL/dy): the columns' gradient, folded back onto the pixels."
     N, O = gy.shape[:2]
     wt = w.reshape(groups, O // groups, -1).transpose(0, 2, 1)
-    dcols = np.matmul(wt, np.ascontiguousarray(gy).reshape(N, groups, O // groups, -1))
+    dcols = np.matmul(wt, _dense(gy).reshape(N, groups, O // groups, -1))
     return col2im(dcols.reshape(N, -1, *g.out), g, x_shape)
 
 def _gemm_weight_grad(gy, cols, groups, w_shape):
     "dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group."
     N, O = gy.shape[:2]
-    gyg = np.ascontiguousarray(gy).reshape(N, groups, O // groups, -1)
+    gyg = _dense(gy).reshape(N, groups, O // groups, -1)
     colg = cols.reshape(N, groups, -1, gyg.shape[-1])
     return np.matmul(gyg, colg.transpose(0, 1, 3, 2)).sum(0).reshape(w_shape)
 
@@ -207,15 +216,31 @@ def _overlap(g: Geometry, hw, padded_hw):
 def _padded(x, g: Geometry):
     "x zero-padded to exactly the extent the windows reach."
     (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
-    xp = np.zeros(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), x.dtype)
+    xp = np.zeros(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), x.dtype, like=x)   # like=: on x's device
     in_copy, in_x = _overlap(g, x.shape[2:], xp.shape[2:])
     xp[in_copy] = x[in_x]
     return xp
 
-def _direct_conv(x, w, groups, g):
-    out = np.zeros((x.shape[0], w.shape[0], *g.out), x.dtype)
-    _direct_forward(out.size)(_padded(x, g), w, *g.stride, *g.dilation, groups, out)
+@dispatch
+def direct_conv(xp, w, groups: int, g: Geometry):
+    "The convolution of the padded input `xp` by the direct kernel."
+    out = np.zeros((xp.shape[0], w.shape[0], *g.out), xp.dtype)
+    _direct_forward(out.size)(xp, w, *g.stride, *g.dilation, groups, out)
     return out
+
+@dispatch
+def direct_input_grad(gy, w, groups: int, g: Geometry, xp_shape: tuple):
+    "The gradient with respect to the padded input, by the direct kernel."
+    dxp = np.zeros(xp_shape, gy.dtype)
+    _direct_input_grad(dxp.size)(gy, w, *g.stride, *g.dilation, groups, dxp)
+    return dxp
+
+@dispatch
+def direct_weight_grad(xp, gy, groups: int, g: Geometry, w_shape: tuple):
+    "The gradient with respect to the weight, by the direct kernel."
+    dw = np.empty(w_shape, gy.dtype)
+    _direct_weight_grad(xp.size)(xp, gy, *g.stride, *g.dilation, groups, dw)
+    return dw
 
 # %% ../nbs/12_conv.ipynb #ad56de83
 DIRECT_MAX_TAPS = 16
@@ -232,14 +257,11 @@ def _conv_output_grads(ctx, gy, w, x_shape):
     dx = dw = None
     if ctx.direct:
         if need_x:
-            dxp = np.zeros(ctx.xp.shape, gy.dtype)
-            _direct_input_grad(dxp.size)(gy, w, *g.stride, *g.dilation, groups, dxp)
-            dx = np.zeros(x_shape, gy.dtype)
+            dxp = direct_input_grad(gy, w, groups, g, ctx.xp.shape)
+            dx = np.zeros(x_shape, gy.dtype, like=gy)
             in_copy, in_x = _overlap(g, x_shape[2:], dxp.shape[2:])
             dx[in_x] = dxp[in_copy]
-        if need_w:
-            dw = np.empty(w.shape, gy.dtype)
-            _direct_weight_grad(ctx.xp.size)(ctx.xp, gy, *g.stride, *g.dilation, groups, dw)
+        if need_w: dw = direct_weight_grad(ctx.xp, gy, groups, g, w.shape)
     else:
         if need_x: dx = _gemm_input_grad(gy, w, groups, g, x_shape)
         if need_w: dw = _gemm_weight_grad(gy, ctx.cols, groups, w.shape)
@@ -249,21 +271,20 @@ class Conv2dFn(Function):
     "2-D convolution (cross-correlation) of (N, C, H, W) with (O, C/groups, kh, kw), plus a bias."
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
-        xa, wa = np.ascontiguousarray(x._a), np.ascontiguousarray(w._a)
+        xa, wa = _dense(x._a), _dense(w._a)
         ctx.save_for_backward(w)                       # the weight, with its version: an in-place update before backward is an error
         ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, xa.shape, _use_direct(wa)
         if ctx.direct:
             ctx.xp = _padded(xa, geom)
-            out = np.zeros((xa.shape[0], wa.shape[0], *geom.out), xa.dtype)
-            _direct_forward(out.size)(ctx.xp, wa, *geom.stride, *geom.dilation, groups, out)
+            out = direct_conv(ctx.xp, wa, groups, geom)
         else:
             out, ctx.cols = _gemm_forward(xa, wa, groups, geom)
         if b is not None: out += b._a.reshape(1, -1, 1, 1)
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
-        ga, (w,) = np.ascontiguousarray(gy._a), ctx.saved_tensors
-        dx, dw = _conv_output_grads(ctx, ga, np.ascontiguousarray(w._a), ctx.x_shape)
+        ga, (w,) = _dense(gy._a), ctx.saved_tensors
+        dx, dw = _conv_output_grads(ctx, ga, _dense(w._a), ctx.x_shape)
         db = Tensor(ga.sum((0, 2, 3))) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 
@@ -271,7 +292,7 @@ class ConvTranspose2dFn(Function):
     "The adjoint of `Conv2dFn` with respect to its input: (N, Cin, H, W) with weight (Cin, Cout/groups, kh, kw)."
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int, out_hw: tuple):
-        xa, wa = np.ascontiguousarray(x._a), np.ascontiguousarray(w._a)
+        xa, wa = _dense(x._a), _dense(w._a)
         ctx.save_for_backward(x, w)
         ctx.geom, ctx.groups = geom, groups
         out = _gemm_input_grad(xa, wa, groups, geom, (xa.shape[0], wa.shape[1] * groups, *out_hw))
@@ -279,12 +300,12 @@ class ConvTranspose2dFn(Function):
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
-        ga, (x, w) = np.ascontiguousarray(gy._a), ctx.saved_tensors
+        ga, (x, w) = _dense(gy._a), ctx.saved_tensors
         dx = dw = db = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            y, cols = _gemm_forward(ga, np.ascontiguousarray(w._a), ctx.groups, ctx.geom)       # the forward conv of the output gradient
+            y, cols = _gemm_forward(ga, _dense(w._a), ctx.groups, ctx.geom)       # the forward conv of the output gradient
             if ctx.needs_input_grad[0]: dx = Tensor(y)
-            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(np.ascontiguousarray(x._a), cols, ctx.groups, w.shape))
+            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(_dense(x._a), cols, ctx.groups, w.shape))
         if ctx.needs_input_grad[2]: db = Tensor(ga.sum((0, 2, 3)))
         return dx, dw, db
 
@@ -414,34 +435,42 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     return _Fold.apply(input, g, (input.shape[0], input.shape[1] // (k[0] * k[1]), *hw))
 
 # %% ../nbs/12_conv.ipynb #2af60431
-_NP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
-class _Pad(Function):
+class _ConstantPad(Function):
     @staticmethod
-    def forward(ctx, x, widths, mode, value):
-        ctx.widths, ctx.mode, ctx.shape = widths, mode, x.shape
-        if mode == "constant": return Tensor(np.pad(x._a, widths, constant_values=value))
-        ctx.index = np.ix_(*[np.pad(np.arange(n), w, mode=_NP_MODES[mode]) for n, w in zip(x.shape, widths)])
-        return Tensor(x._a[ctx.index])
+    def forward(ctx, x, widths, value):
+        ctx.inside = tuple(slice(a, a + n) for (a, _), n in zip(widths, x.shape))
+        out = np.full(tuple(n + a + b for n, (a, b) in zip(x.shape, widths)), value, x.dtype, like=x._a)   # like=: on x's device
+        out[ctx.inside] = x._a
+        return Tensor(out)
     @staticmethod
-    def backward(ctx, gy):
-        if ctx.mode == "constant": return Tensor(gy._a[tuple(slice(a, a + n) for (a, _), n in zip(ctx.widths, ctx.shape))])
-        dx = np.zeros(ctx.shape, gy.dtype)
-        np.add.at(dx, ctx.index, gy._a)
-        return Tensor(dx)
+    def backward(ctx, gy): return Tensor(gy._a[ctx.inside])
+
+def _pad_index(n: int, widths: tuple, mode: str, like):
+    "The input position that each position of a padded axis reads, made on `like`'s device."
+    a, b = widths
+    j = np.arange(-a, n + b, like=like)
+    if mode == "replicate": return np.clip(j, 0, n - 1)
+    if mode == "circular": return j % n
+    return (n - 1) - np.abs((n - 1) - np.abs(j))        # reflect: mirrored at 0 and at n - 1, the edge not repeated
 
 def pad(input, pad, mode: str = "constant", value: float = 0.0):
     "Pad the last len(pad)//2 dims; `pad` = (left, right) for the last dim, then (top, bottom) for the one before, …"
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad: expected an even number of values, at most 2 per dim of the {input.ndim}-D input, got {tuple(pad)}")
-    if mode not in ("constant", *_NP_MODES): raise ValueError(f"pad: mode must be one of 'constant', {', '.join(map(repr, _NP_MODES))}, got {mode!r}")
+    if mode not in _PAD_MODES: raise ValueError(f"pad: mode must be one of {', '.join(map(repr, _PAD_MODES))}, got {mode!r}")
     if any(p < 0 for p in pad): raise ValueError(f"pad: negative padding is not supported, got {tuple(pad)}")
     pairs = [tuple(pad[i:i + 2]) for i in range(0, len(pad), 2)][::-1]
     widths = [(0, 0)] * (input.ndim - len(pairs)) + pairs
     if mode == "reflect":
         for n, (a, b) in zip(input.shape, widths):
             if max(a, b) >= n: raise ValueError(f"pad: reflect padding {(a, b)} must be smaller than the dimension it pads ({n}); input shape {tuple(input.shape)}")
-    return _Pad.apply(input, tuple(widths), mode, value)
+    if mode == "constant": return _ConstantPad.apply(input, tuple(widths), value)
+    pos = _positions(input)
+    for d, (n, w) in enumerate(zip(input.shape, widths)):
+        if w != (0, 0): pos = np.take(pos, _pad_index(n, w, mode, pos), axis=d)
+    return Take.apply(input, pos)
 
 # %% ../nbs/12_conv.ipynb #83dcb90f
 @njit(cache=True)
@@ -545,41 +574,54 @@ def _window_mean_backward(gy, h0, h1, w0, w1, div, dx):
                     for j in range(w0[q], w1[q]): row[j] += v
 
 # %% ../nbs/12_conv.ipynb #1141f6c4
-def _max_pool_arrays(x, g: Geometry):
-    "The pooled maxima and the winners' positions, as arrays."
-    xa = np.ascontiguousarray(x._a)
-    out = np.empty(x.shape[:2] + g.out, x.dtype); idx = np.empty(out.shape, np.int64)
+@dispatch
+def max_pool_arrays(xa: np.ndarray, g: Geometry):
+    "The pooled maxima of a (N, C, H, W) array and the winners' positions."
+    xa = np.ascontiguousarray(xa)
+    out = np.empty(xa.shape[:2] + g.out, xa.dtype); idx = np.empty(out.shape, np.int64)
     common = g.kernel == g.stride == (2, 2) and g.begin == (0, 0) and g.dilation == (1, 1) and g.out == (xa.shape[2] // 2, xa.shape[3] // 2)
     if not common or _max_pool_2x2(out.size)(xa, out, idx):
         _max_pool(out.size)(xa, *g.kernel, *g.stride, *g.begin, *g.dilation, out, idx)
     return out, idx
 
 class _MaxPool(Function):
-    "Wraps maxima already computed by `_max_pool_arrays`; backward sends each gradient to its winner."
+    "Wraps maxima already computed by `max_pool_arrays`; backward sends each gradient to its winner."
     @staticmethod
     def forward(ctx, x, out, idx):
         ctx.idx, ctx.shape = idx, x.shape
         return Tensor(out)
     @staticmethod
-    def backward(ctx, gy):
-        dx = np.zeros(ctx.shape, gy.dtype)
-        _max_pool_backward(gy.numel())(np.ascontiguousarray(gy._a), ctx.idx, dx)
-        return Tensor(dx)
+    def backward(ctx, gy): return Tensor(max_pool_grad(gy._a, ctx.idx, ctx.shape))
+
+@dispatch
+def max_pool_grad(gy: np.ndarray, idx: np.ndarray, shape: tuple) -> np.ndarray:
+    "Each output's gradient added to its winner in a zero (N, C, H, W) array of `shape`."
+    dx = np.zeros(shape, gy.dtype)
+    _max_pool_backward(gy.size)(np.ascontiguousarray(gy), idx, dx)
+    return dx
+
+@dispatch
+def window_mean(xa: np.ndarray, bounds: tuple) -> np.ndarray:
+    "The mean of each window: `bounds` = (h0, h1, w0, w1, divisor) per output row/column (divisor per output)."
+    xa = np.ascontiguousarray(xa)
+    out = np.empty(xa.shape[:2] + bounds[4].shape, xa.dtype)
+    _window_mean(out.size)(xa, *bounds, out)
+    return out
+
+@dispatch
+def window_mean_grad(gy: np.ndarray, bounds: tuple, shape: tuple) -> np.ndarray:
+    "Each output's gradient spread evenly over its window, in a zero array of `shape`."
+    dx = np.zeros(shape, gy.dtype)
+    _window_mean_backward(gy.size)(np.ascontiguousarray(gy), *bounds, dx)
+    return dx
 
 class _WindowMean(Function):
     @staticmethod
     def forward(ctx, x, bounds):
-        xa = np.ascontiguousarray(x._a)
-        h0, h1, w0, w1, div = bounds
-        out = np.empty(xa.shape[:2] + div.shape, xa.dtype)
-        _window_mean(out.size)(xa, *bounds, out)
-        ctx.bounds, ctx.shape = bounds, xa.shape
-        return Tensor(out)
+        ctx.bounds, ctx.shape = bounds, x.shape
+        return Tensor(window_mean(x._a, bounds))
     @staticmethod
-    def backward(ctx, gy):
-        dx = np.zeros(ctx.shape, gy.dtype)
-        _window_mean_backward(gy.numel())(np.ascontiguousarray(gy._a), *ctx.bounds, dx)
-        return Tensor(dx)
+    def backward(ctx, gy): return Tensor(window_mean_grad(gy._a, ctx.bounds, ctx.shape))
 
 def _pool_args(name, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
     _check_input(name, x, nd, None, "")
@@ -600,14 +642,14 @@ def _pool_args(name, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     "Max over (kh, kw) windows of (N, C, H, W); stride defaults to the kernel size."
     x4, undo, g = _pool_args("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode)
-    out, idx = _max_pool_arrays(x4, g)
+    out, idx = max_pool_arrays(x4._a, g)
     y = undo(_MaxPool.apply(x4, out, idx))
     return (y, undo(Tensor(idx))) if return_indices else y
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     "Max over windows of (N, C, L)."
     x4, undo, g = _pool_args("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return undo(_MaxPool.apply(x4, *_max_pool_arrays(x4, g)))
+    return undo(_MaxPool.apply(x4, *max_pool_arrays(x4._a, g)))
 
 def _avg_bounds(n, k, s, p, out, include_pad):
     start = np.arange(out) * s - p
@@ -696,7 +738,7 @@ class _ConvNd(Module):
         name = type(self).__name__
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
-        if padding_mode not in ("zeros", *_NP_MODES): raise ValueError(f"{name}: padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
+        if padding_mode not in ("zeros", *_PAD_MODES[1:]): raise ValueError(f"{name}: padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups, self.padding_mode = in_channels, out_channels, groups, padding_mode
         self.kernel_size = _ntuple(kernel_size, nd, f"{name}: kernel_size")
         self.stride, self.dilation = _ntuple(stride, nd, f"{name}: stride"), _ntuple(dilation, nd, f"{name}: dilation")

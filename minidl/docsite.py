@@ -131,7 +131,7 @@ def api_page(module_name: str, site: str) -> str:
 # %% ../nbs/91_docsite.ipynb #70faedbd
 API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.autograd", "minidl.ops", "minidl.nn", "minidl.conv",
                "minidl.models", "minidl.optim", "minidl.data", "minidl.save", "minidl.learner", "minidl.train",
-               "minidl.cuda", "minidl.gpu", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
+               "minidl.cuda", "minidl.gpu", "minidl.gpu_ops", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
 
 def class_names() -> set:
     "Names of the classes among the public names of the documented modules."

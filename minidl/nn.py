@@ -364,12 +364,17 @@ class Dropout(Module):
     def forward(self, x): return dropout(x, self.p, self.training)
     def extra_repr(self): return f"p={self.p}"
 
+@K.dispatch
+def _uniform_like(a: np.ndarray) -> np.ndarray:
+    "Samples from U[0, 1) in an array of a's shape on a's device (on the CPU, from `manual_seed`'s generator)."
+    return default_generator().random(a.shape)
+
 def dropout(x, p: float = 0.5, training: bool = True):
     "Zero each element with probability p and scale the rest by 1/(1-p) when `training`; else return x."
     if not 0 <= p <= 1: raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0: return x
     if p == 1: return x * 0
-    keep = default_generator().random(x.shape) >= p
+    keep = _uniform_like(x._a) >= p
     return x * Tensor((keep / (1 - p)).astype(x.dtype))
 
 class Embedding(Module):
@@ -559,11 +564,11 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     if input.ndim != 2 or tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"nll_loss: expected input (N, C) and target (N,), got {tuple(input.shape)} and {tuple(target.shape)}")
     t = target._a.astype(np.int64); valid = t != ignore_index; tv = np.where(valid, t, 0)
-    w = np.ones(input.shape[1]) if weight is None else weight._a.astype(np.float64)
+    w = np.ones(input.shape[1], like=t) if weight is None else weight._a.astype(np.float64)     # like=: on the target's device
     wt = Tensor((w[tv] * valid).astype(input.dtype))
-    l = -input.gather(1, tensor(tv).unsqueeze(1)).squeeze(1) * wt
+    l = -input.gather(1, Tensor(tv).unsqueeze(1)).squeeze(1) * wt
     r = _reduction(reduction)
-    return l.sum() / float(wt._a.sum()) if r == "mean" else _reduce(l, r)
+    return l.sum() / wt.sum() if r == "mean" else _reduce(l, r)
 
 def mse_loss(input, target, reduction: str = "mean"):
     _same_shape("mse_loss", input, target); return _reduce((input - target) ** 2, reduction)

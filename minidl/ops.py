@@ -564,7 +564,7 @@ def _extreme(x, dim, keepdim, arg, name):
     if x.numel() == 0: raise RuntimeError(f"{name}(): cannot reduce an empty tensor of shape {tuple(x.shape)}")
     if dim is None:
         flat = x.reshape(-1)
-        return flat[int(arg(flat._a))]
+        return gather(flat, 0, Tensor(arg(flat._a, axis=0, keepdims=True))).reshape(())   # the position stays on x's device
     d = _dim(dim, x.ndim) if x.ndim else 0
     if x.ndim == 0: return _MaxMin(x, Tensor(np.zeros((), np.int64)))
     idx = Tensor(np.expand_dims(arg(x._a, axis=d), d))

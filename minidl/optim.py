@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 from .kernels import dispatch
 from .autograd import enable_grad, no_grad
-from .tensor import Tensor
+from .tensor import Tensor, _move
 
 # %% ../nbs/07_optim.ipynb #e471fd91
 class Optimizer:
@@ -70,9 +70,9 @@ class Optimizer:
         return loss
 
     def state_dict(self) -> dict:
-        "State and hyper-parameters, with parameters replaced by their position (as in PyTorch)."
+        "State (buffers copied into tensors on their device) and hyper-parameters, with parameters replaced by their position (as in PyTorch)."
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        state = {index[id(p)]: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for p, s in self.state.items()}
+        state = {index[id(p)]: {k: (Tensor(v.copy()) if hasattr(v, "shape") else v) for k, v in s.items()} for p, s in self.state.items()}
         groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
         return {"state": state, "param_groups": groups}
 
@@ -87,11 +87,11 @@ class Optimizer:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
-            s = {k: (v.detach()._a if isinstance(v, Tensor) else v) for k, v in s.items()}   # as loaded by minidl.load
+            s = {k: (v.detach()._a if isinstance(v, Tensor) else v) for k, v in s.items()}   # as state_dict or minidl.load give them
             for k, v in s.items():
-                if isinstance(v, np.ndarray) and v.size != p._a.size:
+                if hasattr(v, "shape") and v.size != p._a.size:
                     raise ValueError(f"state {k!r} of parameter {i} has {v.size} values, the parameter has {p._a.size}")
-            self.state[p] = {k: (np.array(v, p.dtype).reshape(-1) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+            self.state[p] = {k: (_move(v, p.device).astype(p.dtype).reshape(-1) if hasattr(v, "shape") else v) for k, v in s.items()}   # copies, on p's device
         for saved, own in zip(groups, self.param_groups):
             own.update({k: v for k, v in saved.items() if k != "params"})
 

@@ -28,7 +28,7 @@ def save_file(tensors: dict, path, metadata: dict = None) -> Path:
         header["__metadata__"] = dict(metadata)
     for name, t in tensors.items():
         if not isinstance(name, str) or name == "__metadata__": raise ValueError(f"invalid tensor name {name!r}")
-        a = t.detach()._a if isinstance(t, Tensor) else np.asarray(t)
+        a = t.detach().cpu()._a if isinstance(t, Tensor) else np.asarray(t)     # a tensor on the GPU is copied to the host
         if a.dtype not in _CODES: raise TypeError(f"tensor {name!r}: dtype {a.dtype} cannot be stored in safetensors")
         data = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
