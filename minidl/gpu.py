@@ -650,14 +650,17 @@ for _k, _fn in ((K.sigmoid, sigmoid), (K.relu, relu), (K.leaky_relu, _leaky_relu
     _k.register(DeviceArray, lambda x, *params, _fn=_fn, _k=_k: apply(_fn, [x, *params], x.dtype, name=_k.__name__))
 
 # %% ../nbs/15_gpu.ipynb #7088a314
-def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
-    _same_device("SGD", p, g, buf if buf.size else None)
-    sgd_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(buf) if buf.size else _flat(p), lr, momentum, dampening, weight_decay, nesterov, first)
+def _or_placeholder(buf, p):
+    "A state buffer the update does not use is an empty host array; the kernel gets p in its place and never reads it."
+    return _flat(buf) if buf.size else _flat(p)
 
-def _adam(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2):
+def _sgd(p, g, buf, *hyper):
+    _same_device("SGD", p, g, buf if buf.size else None)
+    sgd_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _or_placeholder(buf, p), *hyper)
+
+def _adam(p, g, m, v, vmax, *hyper):
     _same_device("Adam", p, g, m, v)
-    adam_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(m), _flat(v), _flat(vmax) if vmax.size else _flat(p),
-                                          lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2)
+    adam_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(m), _flat(v), _or_placeholder(vmax, p), *hyper)
 
 optim._sgd_kernel.register(DeviceArray, _sgd)
 optim._adam_kernel.register(DeviceArray, _adam)

@@ -13,8 +13,8 @@ import numpy as np
 from . import conv, nn, optim
 from .core import default_generator
 from .cuda import THREADS, _blocks, cuda
-from .gpu import (FUNCTIONS, UFUNCS, DeviceArray, _device, _estrides, _flat, _offset, _same_device, broadcast_to,
-                        check_range, contiguous, empty, full, to_device)
+from .gpu import (FUNCTIONS, UFUNCS, DeviceArray, _device, _estrides, _flat, _offset, _or_placeholder, _same_device,
+                        broadcast_to, check_range, contiguous, empty, full, to_device)
 
 # %% ../nbs/16_gpu_ops.ipynb #f2109f8d
 @cuda.jit
@@ -58,15 +58,18 @@ UFUNCS[np.remainder] = _device(lambda x, y: x % y)         # Python's remainder 
 # %% ../nbs/16_gpu_ops.ipynb #a14c751e
 def _letters(s, *sets): return "".join(c for c in s if all(c in t for t in sets))
 
+def _sum_away(x: DeviceArray, s: str, keep: str):
+    "x with the dimensions whose letters (in `s`) are not in `keep` summed away, and the letters left."
+    gone = tuple(i for i, c in enumerate(s) if c not in keep)
+    return (x.sum(gone) if gone else x), _letters(s, keep)
+
 def einsum(subscripts: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
     "Two-operand einsum with an explicit output ('ij,jk->ik'), as one batched matmul on the device."
     _same_device("numpy.einsum", a, b)
     ins, _, so = subscripts.replace(" ", "").partition("->")
     sa, sb = ins.split(",")
     if any(c not in sa + sb for c in so): raise ValueError(f"einsum: output subscript in {so!r} appears in no operand")
-    a = a.sum(tuple(i for i, c in enumerate(sa) if c not in sb + so)) if any(c not in sb + so for c in sa) else a
-    b = b.sum(tuple(i for i, c in enumerate(sb) if c not in sa + so)) if any(c not in sa + so for c in sb) else b
-    sa, sb = _letters(sa, sb + so), _letters(sb, sa + so)
+    (a, sa), (b, sb) = _sum_away(a, sa, sb + so), _sum_away(b, sb, sa + so)
     batch, contracted = _letters(so, sa, sb), "".join(c for c in sa if c in sb and c not in so)
     free_a, free_b = "".join(c for c in sa if c not in sb), "".join(c for c in sb if c not in sa)
     size = dict(zip(sa, a.shape)) | dict(zip(sb, b.shape))
@@ -334,10 +337,6 @@ def adagrad_kernel(p, g, acc, clr, eps, weight_decay):
         gi = g[i] + weight_decay * p[i]
         acc[i] += gi * gi
         p[i] -= clr * gi / (math.sqrt(acc[i]) + eps)
-
-def _or_placeholder(buf, p):
-    "A state buffer the update does not use is an empty host array; the kernel gets p in its place and never reads it."
-    return _flat(buf) if buf.size else _flat(p)
 
 def _rmsprop(p, g, sq, gavg, buf, *hyper):
     _same_device("RMSprop", p, g, sq)
