@@ -141,11 +141,11 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
 def _deliver(leaf: Tensor, g: Tensor, capture):
     if g.shape != leaf.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {leaf.shape}")
-    if g.dtype != leaf.dtype: g = Tensor(g._a.astype(leaf.dtype))
+    if g.dtype != leaf.dtype: g = Tensor(g.backend.cast(g._a, leaf.dtype))
     if capture is not None:
         if leaf in capture: _accumulate(capture, leaf, g)
-    elif leaf.grad is None: leaf.grad = g if g.grad_fn is not None else Tensor(g._a.copy())
-    else: leaf.grad = leaf.grad + g if g.grad_fn is not None or leaf.grad.grad_fn is not None else Tensor(leaf.grad._a + g._a)
+    elif leaf.grad is None: leaf.grad = g if g.grad_fn is not None else Tensor(g.backend.copy(g._a))
+    else: leaf.grad = leaf.grad + g if g.grad_fn is not None or leaf.grad.grad_fn is not None else Tensor(g.backend.map("add", leaf.grad._a, g._a))
 
 # %% ../nbs/03_autograd.ipynb #f0119093
 def _seed(t: Tensor, gradient, what="backward") -> Tensor:
@@ -156,7 +156,7 @@ def _seed(t: Tensor, gradient, what="backward") -> Tensor:
         if t._a.size != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs; {what} on a tensor of "
                                f"shape {tuple(t.shape)} needs `gradient=` of that shape")
-        return Tensor(np.ones_like(t._a))          # on t's device
+        return Tensor(t.backend.full(t.shape, 1, t.dtype))          # on t's device
     g = gradient if isinstance(gradient, Tensor) else tensor(gradient, dtype=t.dtype)
     if g.shape != t.shape:
         raise RuntimeError(f"{what}: gradient has shape {tuple(g.shape)} but the output has shape {tuple(t.shape)}")

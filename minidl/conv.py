@@ -250,21 +250,21 @@ def _use_direct(w) -> bool:
     return w.shape[1] * w.shape[2] * w.shape[3] <= DIRECT_MAX_TAPS
 
 # %% ../nbs/12_conv.ipynb #347c244e
-def _conv_output_grads(ctx, gy, w, x_shape):
-    "Input and weight gradients of a convolution, by the path its forward took."
+def _conv_output_grads(ctx, gy, w, kept, x_shape):
+    "Input and weight gradients of a convolution, by the path its forward took (`kept`: its padded input or its columns)."
     g, groups = ctx.geom, ctx.groups
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
     if ctx.direct:
         if need_x:
-            dxp = direct_input_grad(gy, w, groups, g, ctx.xp.shape)
+            dxp = direct_input_grad(gy, w, groups, g, kept.shape)
             dx = np.zeros(x_shape, gy.dtype, like=gy)
             in_copy, in_x = _overlap(g, x_shape[2:], dxp.shape[2:])
             dx[in_x] = dxp[in_copy]
-        if need_w: dw = direct_weight_grad(ctx.xp, gy, groups, g, w.shape)
+        if need_w: dw = direct_weight_grad(kept, gy, groups, g, w.shape)
     else:
         if need_x: dx = _gemm_input_grad(gy, w, groups, g, x_shape)
-        if need_w: dw = _gemm_weight_grad(gy, ctx.cols, groups, w.shape)
+        if need_w: dw = _gemm_weight_grad(gy, kept, groups, w.shape)
     return dx, dw
 
 class Conv2dFn(Function):
@@ -272,19 +272,21 @@ class Conv2dFn(Function):
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
         xa, wa = _dense(x._a), _dense(w._a)
-        ctx.save_for_backward(w)                       # the weight, with its version: an in-place update before backward is an error
         ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, xa.shape, _use_direct(wa)
         if ctx.direct:
-            ctx.xp = _padded(xa, geom)
-            out = direct_conv(ctx.xp, wa, groups, geom)
+            kept = _padded(xa, geom)
+            out = direct_conv(kept, wa, groups, geom)
         else:
-            out, ctx.cols = _gemm_forward(xa, wa, groups, geom)
+            out, kept = _gemm_forward(xa, wa, groups, geom)
+        # the weight with its version (an in-place update before backward is an error), and the padded input
+        # or the columns the backward reuses: saved, so that they are freed with the graph
+        ctx.save_for_backward(w, Tensor(kept))
         if b is not None: out += b._a.reshape(1, -1, 1, 1)
         return Tensor(out)
     @staticmethod
     def backward(ctx, gy):
-        ga, (w,) = _dense(gy._a), ctx.saved_tensors
-        dx, dw = _conv_output_grads(ctx, ga, _dense(w._a), ctx.x_shape)
+        ga, (w, kept) = _dense(gy._a), ctx.saved_tensors
+        dx, dw = _conv_output_grads(ctx, ga, _dense(w._a), kept._a, ctx.x_shape)
         db = Tensor(ga.sum((0, 2, 3))) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 

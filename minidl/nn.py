@@ -491,7 +491,7 @@ class CrossEntropyFn(Function):
     "Fused log-softmax + negative log-likelihood over rows of `x` (N, C), against `targets` (a `_ClassTargets` or `_ProbTargets`)."
     @staticmethod
     def forward(ctx, x, targets, denom, reduction):
-        lse, a = K.logsumexp(x._a, 1), targets.row_sums()
+        lse, a = x.backend.logsumexp(x._a, 1), targets.row_sums()
         losses = a * lse - targets.row_dots(x._a)
         ctx.targets, ctx.a, ctx.lse, ctx.denom, ctx.reduction = targets, a, lse, denom, reduction
         ctx.save_for_backward(x)
@@ -508,7 +508,7 @@ class CrossEntropyFn(Function):
             return grad * (g / ctx.denom if ctx.reduction == "mean" else g), None, None, None
         g64 = g._a.astype(np.float64)
         scale = g64 if ctx.reduction == "none" else np.broadcast_to(g64 / ctx.denom if ctx.reduction == "mean" else g64, a.shape)
-        p = K.softmax_from_lse(x._a, ctx.lse, a * scale)
+        p = x.backend.softmax_from_lse(x._a, ctx.lse, a * scale)
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 
@@ -545,7 +545,7 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
         t = target._a.reshape(-1).astype(np.int64)
         valid = t != ignore_index
         tv = np.where(valid, t, 0)
-        K.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
+        input.backend.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
         targets, denom = _ClassTargets(tv, (1 - eps) * w[tv] * valid, eps / C * valid, w, eps > 0), (w[tv] * valid).sum()
     loss = CrossEntropyFn.apply(x, targets, denom, reduction)
     return loss.reshape(input.shape[0], *spatial) if reduction == "none" and spatial else loss

@@ -18,7 +18,7 @@ import contextlib
 import math
 from collections import namedtuple
 import numpy as np
-from . import kernels as K
+from .backend import cpu_backend
 from .core import as_dtype, bool_, float64, get_default_dtype, int64
 from .tensor import Tensor, _dim, _move, broadcast_shapes, tensor
 from .tensor import device as Device
@@ -63,9 +63,15 @@ def _unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
     return g.sum(axes).reshape(shape) if axes else g.reshape(shape)
 
-def _broadcast(op: str, ufunc, a, b) -> np.ndarray:
-    "`ufunc` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
-    try: return ufunc(a._a, b._a)
+def _backend(*tensors):
+    "The backend that runs an op on `tensors`: a device's if any lives on one (0-d CPU tensors join any op as scalars)."
+    for t in tensors:
+        if t.backend is not cpu_backend: return t.backend
+    return cpu_backend
+
+def _broadcast(op: str, a, b):
+    "The backend's elementwise `op` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
+    try: return _backend(a, b).map(op, a._a, b._a)
     except ValueError:
         raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
                          "(sizes must match or be 1, aligned from the right)") from None
@@ -75,13 +81,13 @@ class Cast(Function):
     @staticmethod
     def forward(ctx, x, dtype):
         ctx.dtype = x.dtype
-        return Tensor(x._a.astype(dtype))
+        return Tensor(x.backend.cast(x._a, dtype))
     @staticmethod
     def backward(ctx, g): return g.to(ctx.dtype) if ctx.dtype.kind == "f" else None
 
 class Clone(Function):
     @staticmethod
-    def forward(ctx, x): return Tensor(x._a.copy())          # a row-major copy
+    def forward(ctx, x): return Tensor(x.backend.copy(x._a))          # a row-major copy
     @staticmethod
     def backward(ctx, g): return g
 
@@ -116,20 +122,20 @@ Tensor.cpu = lambda self: self.to("cpu")
 Tensor.cuda = lambda self: self.to("cuda")
 def contiguous(self):
     "This tensor if its memory is row-major and dense, else a row-major copy."
-    return self if self._a.flags.c_contiguous else Clone.apply(self)
+    return self if self.is_contiguous() else Clone.apply(self)
 Tensor.contiguous = contiguous
 
 # %% ../nbs/04_ops.ipynb #791ad767
-def _view_of(x: Tensor, a: np.ndarray) -> Tensor:
+def _view_of(x: Tensor, a) -> Tensor:
     "A tensor for array `a`; if `a` shares `x`'s memory it is a view, with `x`'s base and version counter."
-    if np.may_share_memory(a, x._a): return Tensor(a, _base=x._base if x._base is not None else x)
+    if x.backend.shares_memory(a, x._a): return Tensor(a, _base=x._base if x._base is not None else x)
     return Tensor(a)
 
 class Reshape(Function):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
-        return _view_of(x, x._a.reshape(shape))
+        return _view_of(x, x.backend.reshape(x._a, shape))
     @staticmethod
     def backward(ctx, g): return g.reshape(ctx.shape)
 
@@ -137,7 +143,7 @@ class Permute(Function):
     @staticmethod
     def forward(ctx, x, dims):
         ctx.inverse = tuple(np.argsort(dims))
-        return _view_of(x, x._a.transpose(dims))
+        return _view_of(x, x.backend.permute(x._a, dims))
     @staticmethod
     def backward(ctx, g): return g.permute(ctx.inverse)
 
@@ -145,7 +151,7 @@ class Expand(Function):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
-        return _view_of(x, np.broadcast_to(x._a, shape))
+        return _view_of(x, x.backend.broadcast_to(x._a, shape))
     @staticmethod
     def backward(ctx, g): return _unbroadcast(g, ctx.shape)
 
@@ -163,7 +169,7 @@ def reshape(x, *shape):
 def view(x, *shape):
     "Like `reshape`, but never copies: fails if the memory layout does not allow it (use `reshape`)."
     shape = _shape_arg(shape)
-    try: np.reshape(x._a, shape, copy=False)
+    try: x.backend.reshape(x._a, shape, copy=False)
     except ValueError:
         raise RuntimeError(f"view size is not compatible with input tensor's size and stride (shape {tuple(x.shape)}, "
                            f"strides {x.stride()}); use .reshape(...) instead") from None
@@ -232,7 +238,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, x, axes, keepdim):
         ctx.shape, ctx.axes = x.shape, axes
-        return Tensor(K.sum(x._a, axes, keepdim))
+        return Tensor(x.backend.sum(x._a, axes, keepdim))
     @staticmethod
     def backward(ctx, g):
         kept = tuple(1 if d in ctx.axes else n for d, n in enumerate(ctx.shape))
@@ -250,7 +256,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
-        return Tensor(_broadcast("add", np.add, a, b))
+        return Tensor(_broadcast("add", a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
@@ -262,7 +268,7 @@ class Sub(Function):
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
         if a.dtype == bool_: raise TypeError("subtraction of bool tensors is not supported; use logical_xor or ~")
-        return Tensor(_broadcast("sub", np.subtract, a, b))
+        return Tensor(_broadcast("sub", a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
@@ -273,7 +279,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return Tensor(_broadcast("mul", np.multiply, a, b))
+        return Tensor(_broadcast("mul", a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
@@ -284,7 +290,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return Tensor(_broadcast("div", np.divide, a, b))
+        return Tensor(_broadcast("div", a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
@@ -294,7 +300,7 @@ class Div(Function):
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
-        out = Tensor(_broadcast("pow", np.power, a, b))
+        out = Tensor(_broadcast("pow", a, b))
         ctx.save_for_backward(a, b, out)
         return out
     @staticmethod
@@ -317,7 +323,7 @@ def div(a, b):
 def pow(a, b):
     "a ** b (tensor or number exponent)."
     a, b = _operands(a, b)
-    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(_broadcast("pow", np.power, a, b))
+    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(_broadcast("pow", a, b))
     return Pow.apply(a, b)
 
 Tensor.__add__ = Tensor.add = add
@@ -333,48 +339,48 @@ Tensor.__pow__ = Tensor.pow = pow
 def neg(x):
     "-x."
     if x.dtype == bool_: raise TypeError("negation of a bool tensor is not supported; use ~ (logical not)")
-    return x * -1 if x.dtype.kind == "f" else Tensor(np.negative(x._a))
+    return x * -1 if x.dtype.kind == "f" else Tensor(x.backend.map("neg", x._a))
 Tensor.__neg__ = Tensor.neg = neg
 Tensor.__rpow__ = lambda self, o: pow(o, self)
 
 # %% ../nbs/04_ops.ipynb #6ebdd086
-def _compare(ufunc):
+def _compare(name):
     def op(a, b):
         a, b = _operands(a, b)
-        return Tensor(_broadcast(ufunc.__name__, ufunc, a, b))
-    op.__name__ = ufunc.__name__
+        return Tensor(_broadcast(name, a, b))
+    op.__name__ = name
     return op
 
-eq, ne, lt, le, gt, ge = (_compare(u) for u in (np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal))
+eq, ne, lt, le, gt, ge = (_compare(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
 Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tensor.__ge__ = eq, ne, lt, le, gt, ge
 Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge = eq, ne, lt, le, gt, ge
-def _logical(ufunc):
+def _logical(name):
     def op(a, b):
         a, b = _operands(a, b)
-        if a.dtype.kind not in "bi": raise TypeError(f"{ufunc.__name__} needs bool or integer tensors, got {a.dtype}")
-        return Tensor(_broadcast(ufunc.__name__, ufunc, a, b))
+        if a.dtype.kind not in "bi": raise TypeError(f"{name} needs bool or integer tensors, got {a.dtype}")
+        return Tensor(_broadcast(name, a, b))
     return op
-Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical(np.bitwise_and), _logical(np.bitwise_or), _logical(np.bitwise_xor)
+Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical("and"), _logical("or"), _logical("xor")
 def _invert(self):
     if self.dtype.kind not in "bi": raise TypeError(f"~ needs a bool or integer tensor, got {self.dtype}")
-    return Tensor(~self._a)
+    return Tensor(self.backend.map("invert", self._a))
 Tensor.__invert__ = _invert
 
 class Where(Function):
     @staticmethod
     def forward(ctx, a, b, cond):
         ctx.cond, ctx.shapes = cond, (a.shape, b.shape)
-        return Tensor(np.where(cond, a._a, b._a))
+        return Tensor(_backend(cond, a, b).where(cond._a, a._a, b._a))
     @staticmethod
     def backward(ctx, g):
-        zero = Tensor(np.zeros((), g.dtype))
+        zero = _scalar(0, g)
         return (_unbroadcast(where(ctx.cond, g, zero), ctx.shapes[0]) if ctx.needs_input_grad[0] else None,
                 _unbroadcast(where(ctx.cond, zero, g), ctx.shapes[1]) if ctx.needs_input_grad[1] else None)
 
 def where(condition, input, other):
     "Elements of `input` where `condition` holds, else of `other` (all three broadcast)."
-    cond = condition._a if isinstance(condition, Tensor) else condition if hasattr(condition, "dtype") else np.asarray(condition)
-    if cond.dtype != np.bool_: raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
+    cond = condition if isinstance(condition, Tensor) else tensor(condition)
+    if cond.dtype != bool_: raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     if not isinstance(input, Tensor) and not isinstance(other, Tensor): input = tensor(input)
     a, b = _operands(input, other)
     try: broadcast_shapes(cond.shape, a.shape, b.shape, op="where")
@@ -386,9 +392,9 @@ def clamp(x, min=None, max=None):
     if min is None and max is None: raise ValueError("clamp: at least one of min and max must be given")
     lo = -np.inf if min is None else min
     hi = np.inf if max is None else max
-    if not x.requires_grad or not is_grad_enabled(): return Tensor(np.clip(x._a, lo, hi).astype(x.dtype, copy=False))
-    inside = _const((x >= lo) & (x <= hi))
-    return where(inside._a, x, Tensor(np.clip(x._a, lo, hi)))
+    clipped = Tensor(x.backend.cast(x.backend.map("clip", x._a, lo, hi), x.dtype))
+    if not x.requires_grad or not is_grad_enabled(): return clipped
+    return where(_const((x >= lo) & (x <= hi)), x, clipped)
 
 Tensor.where = lambda self, condition, other: where(condition, self, other)
 Tensor.clamp = Tensor.clip = clamp
@@ -397,7 +403,7 @@ Tensor.clamp = Tensor.clip = clamp
 def _unary(name, kernel, derivative, uses_output=False, doc=""):
     "Make a Function for `kernel` whose backward is `grad * derivative(x, out)` (tensor ops)."
     def forward(ctx, x):
-        out = Tensor(kernel(x._a))
+        out = Tensor(x.backend.map(kernel, x._a))
         ctx.save_for_backward(x, out if uses_output else None)
         return out
     def backward(ctx, g):
@@ -410,38 +416,38 @@ def _unary(name, kernel, derivative, uses_output=False, doc=""):
     return op
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-exp = _unary("Exp", np.exp, lambda x, o: o, True, "e to the power x.")
-log = _unary("Log", np.log, lambda x, o: 1 / x, doc="Natural logarithm.")
-log1p = _unary("Log1p", np.log1p, lambda x, o: 1 / (1 + x), doc="log(1 + x), accurate for small x.")
-sqrt = _unary("Sqrt", np.sqrt, lambda x, o: 0.5 / o, True, "Square root.")
-rsqrt = _unary("Rsqrt", K.rsqrt, lambda x, o: -0.5 * o * o * o, True, "1 / sqrt(x).")
-sin = _unary("Sin", np.sin, lambda x, o: x.cos(), doc="Sine.")
-cos = _unary("Cos", np.cos, lambda x, o: -x.sin(), doc="Cosine.")
-tanh = _unary("Tanh", np.tanh, lambda x, o: 1 - o * o, True, "Hyperbolic tangent.")
-sigmoid = _unary("Sigmoid", K.sigmoid, lambda x, o: o * (1 - o), True, "1 / (1 + exp(-x)).")
-relu = _unary("Relu", K.relu, lambda x, o: _const(x > 0), doc="max(x, 0).")
-erf = _unary("Erf", K.erf, lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
-gelu = _unary("Gelu", K.gelu, lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
+exp = _unary("Exp", "exp", lambda x, o: o, True, "e to the power x.")
+log = _unary("Log", "log", lambda x, o: 1 / x, doc="Natural logarithm.")
+log1p = _unary("Log1p", "log1p", lambda x, o: 1 / (1 + x), doc="log(1 + x), accurate for small x.")
+sqrt = _unary("Sqrt", "sqrt", lambda x, o: 0.5 / o, True, "Square root.")
+rsqrt = _unary("Rsqrt", "rsqrt", lambda x, o: -0.5 * o * o * o, True, "1 / sqrt(x).")
+sin = _unary("Sin", "sin", lambda x, o: x.cos(), doc="Sine.")
+cos = _unary("Cos", "cos", lambda x, o: -x.sin(), doc="Cosine.")
+tanh = _unary("Tanh", "tanh", lambda x, o: 1 - o * o, True, "Hyperbolic tangent.")
+sigmoid = _unary("Sigmoid", "sigmoid", lambda x, o: o * (1 - o), True, "1 / (1 + exp(-x)).")
+relu = _unary("Relu", "relu", lambda x, o: _const(x > 0), doc="max(x, 0).")
+erf = _unary("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
+gelu = _unary("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
               doc="Gaussian error linear unit, x Φ(x) (exact form, PyTorch's default).")
-silu = _unary("Silu", K.silu, lambda x, o: x.sigmoid() * (1 + x * (1 - x.sigmoid())), doc="x * sigmoid(x) (a.k.a. swish).")
-abs = _unary("Abs", np.abs, lambda x, o: _const(x.sign()), doc="Absolute value.")
-def sign(x): "-1, 0 or 1 (no gradient)."; return Tensor(np.sign(x._a))
+silu = _unary("Silu", "silu", lambda x, o: x.sigmoid() * (1 + x * (1 - x.sigmoid())), doc="x * sigmoid(x) (a.k.a. swish).")
+abs = _unary("Abs", "abs", lambda x, o: _const(x.sign()), doc="Absolute value.")
+def sign(x): "-1, 0 or 1 (no gradient)."; return Tensor(x.backend.map("sign", x._a))
 
 def leaky_relu(x, negative_slope=0.01):
     "x where x > 0, else negative_slope * x."
     x = _float(x)
-    return where(x > 0, x, x * negative_slope) if x.requires_grad else Tensor(K.leaky_relu(x._a, negative_slope))
+    return where(x > 0, x, x * negative_slope) if x.requires_grad else Tensor(x.backend.map("leaky_relu", x._a, negative_slope))
 
 def elu(x, alpha=1.0):
     "x where x > 0, else alpha * (exp(x) - 1)."
     x = _float(x)
-    if not x.requires_grad: return Tensor(K.elu(x._a, alpha))
+    if not x.requires_grad: return Tensor(x.backend.map("elu", x._a, alpha))
     return where(x > 0, x, alpha * (x.clamp(max=0).exp() - 1))
 
 def softplus(x, beta=1.0, threshold=20.0):
     "log(1 + exp(beta x)) / beta, linear where beta x > threshold (PyTorch's defaults)."
     x = _float(x)
-    if not x.requires_grad: return Tensor(K.softplus(x._a, beta, threshold))
+    if not x.requires_grad: return Tensor(x.backend.map("softplus", x._a, beta, threshold))
     bx = x * beta
     return where(bx > threshold, x, (bx.clamp(max=threshold).exp()).log1p() / beta)
 
@@ -453,7 +459,7 @@ Tensor.__abs__ = abs
 def _key(key):
     "Turn tensors inside an indexing key into arrays; say whether the key is basic (view) or advanced."
     items = key if isinstance(key, tuple) else (key,)
-    conv = tuple(k._a if isinstance(k, Tensor) else (np.asarray(k) if isinstance(k, list) else k) for k in items)
+    conv = tuple(k._a if isinstance(k, Tensor) else (tensor(k)._a if isinstance(k, list) else k) for k in items)
     basic = all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in conv)
     return (conv if isinstance(key, tuple) else conv[0]), basic
 
@@ -461,7 +467,7 @@ class Slice(Function):
     @staticmethod
     def forward(ctx, x, key):
         ctx.shape, ctx.key = x.shape, key
-        return _view_of(x, x._a[key])
+        return _view_of(x, x.backend.getitem(x._a, key))
     @staticmethod
     def backward(ctx, g): return SliceBackward.apply(g, ctx.key, ctx.shape)
 
@@ -469,7 +475,8 @@ class SliceBackward(Function):
     @staticmethod
     def forward(ctx, g, key, shape):
         ctx.key = key
-        out = np.zeros(shape, g.dtype, like=g._a); out[key] = g._a     # like=: on g's device
+        out = g.backend.full(shape, 0, g.dtype)
+        g.backend.setitem(out, key, g._a)
         return Tensor(out)
     @staticmethod
     def backward(ctx, gg): return Slice.apply(gg, ctx.key)
@@ -479,7 +486,8 @@ class Take(Function):
     @staticmethod
     def forward(ctx, x, index):
         ctx.shape, ctx.index = x.shape, index
-        return Tensor(x._a.reshape(-1)[index] if x._a.flags.c_contiguous else np.ravel(x._a)[index])
+        B = x.backend
+        return Tensor(B.getitem(B.reshape(x._a, (-1,)), index))
     @staticmethod
     def backward(ctx, g): return Put.apply(g, ctx.index, ctx.shape)
 
@@ -488,26 +496,30 @@ class Put(Function):
     @staticmethod
     def forward(ctx, g, index, shape):
         ctx.index = index
-        return Tensor(K.scatter_add(int(np.prod(shape)), index, g._a).reshape(shape))
+        B = g.backend
+        return Tensor(B.reshape(B.scatter_add(math.prod(shape), index, g._a), shape))
     @staticmethod
     def backward(ctx, gg): return Take.apply(gg, ctx.index)
 
-def _positions(x): return np.arange(x.numel(), dtype=np.int64, like=x._a).reshape(x.shape)   # like=: on x's device
+def _positions(x):
+    "The flat position of each element of `x`, as an int64 array on x's device."
+    B = x.backend
+    return B.reshape(B.arange(0, x.numel(), 1, int64), x.shape)
 
 def _getitem(x, key):
     key, basic = _key(key)
     try:
         if basic: return Slice.apply(x, key)
-        return Take.apply(x, _positions(x)[key])
+        return Take.apply(x, x.backend.getitem(_positions(x), key))
     except IndexError as e: raise IndexError(f"{e} (indexing a tensor of shape {tuple(x.shape)})") from None
 
 def gather(x, dim, index):
     "Along `dim`, pick `x`'s elements at `index` (same number of dims as `x`), as `torch.gather`."
     d = _dim(dim, x.ndim)
-    idx = index._a if isinstance(index, Tensor) else np.asarray(index)
+    idx = index if isinstance(index, Tensor) else tensor(index)
     if idx.dtype.kind not in "iu": raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim: raise ValueError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
-    return Take.apply(x, np.take_along_axis(_positions(x), idx, d))
+    return Take.apply(x, x.backend.take_along_axis(_positions(x), idx._a, d))
 
 Tensor.__getitem__ = _getitem
 Tensor.gather = gather
@@ -518,8 +530,8 @@ def mean(x, dim=None, keepdim=False):
     "Mean over `dim` (all when None); nan for an empty reduction, like PyTorch."
     if x.dtype.kind != "f": raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
     axes = _reduce_axes(dim, x.ndim)
-    n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    return sum(x, axes, keepdim) / n if n else sum(x, axes, keepdim) * np.nan
+    n = math.prod(x.shape[a] for a in axes)
+    return sum(x, axes, keepdim) / n if n else sum(x, axes, keepdim) * math.nan
 
 def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "Variance over `dim`; divides by N - correction (correction = 1 if unbiased else 0)."
@@ -542,7 +554,7 @@ class Prod(Function):
     @staticmethod
     def forward(ctx, x, dim, keepdim):
         ctx.dim, ctx.keepdim = dim, keepdim
-        out = Tensor(np.prod(x._a, axis=dim, keepdims=keepdim))
+        out = Tensor(x.backend.prod(x._a, dim, keepdim))
         ctx.save_for_backward(x, out)
         return out
     @staticmethod
@@ -551,11 +563,11 @@ class Prod(Function):
         d = ctx.dim
         if not ctx.keepdim: g, out = g.unsqueeze(d), out.unsqueeze(d)
         is_zero = _const(x == 0)
-        nonzero = where(is_zero._a, Tensor(np.ones((), x.dtype)), x)
+        nonzero = where(is_zero, _scalar(1, x), x)
         zeros = is_zero.sum(d, keepdim=True)
         others_if_no_zero = out / nonzero                      # product of the other elements
         others_if_one_zero = nonzero.prod(d, keepdim=True)     # at the zero: product of the rest
-        local = where((zeros == 0)._a, others_if_no_zero, where(((zeros == 1) & is_zero)._a, others_if_one_zero, 0.0))
+        local = where(zeros == 0, others_if_no_zero, where((zeros == 1) & is_zero, others_if_one_zero, 0.0))
         return g * local
 
 _MaxMin = namedtuple("return_types", ["values", "indices"])
@@ -564,48 +576,45 @@ def _extreme(x, dim, keepdim, arg, name):
     if x.numel() == 0: raise RuntimeError(f"{name}(): cannot reduce an empty tensor of shape {tuple(x.shape)}")
     if dim is None:
         flat = x.reshape(-1)
-        return gather(flat, 0, Tensor(arg(flat._a, axis=0, keepdims=True))).reshape(())   # the position stays on x's device
+        return gather(flat, 0, Tensor(arg(flat._a, 0, True))).reshape(())   # the position stays on x's device
     d = _dim(dim, x.ndim) if x.ndim else 0
-    if x.ndim == 0: return _MaxMin(x, Tensor(np.zeros((), np.int64)))
-    idx = Tensor(np.expand_dims(arg(x._a, axis=d), d))
+    if x.ndim == 0: return _MaxMin(x, Tensor(x.backend.full((), 0, int64)))
+    idx = Tensor(arg(x._a, d, True))
     values = gather(x, d, idx)
     return _MaxMin(values if keepdim else values.squeeze(d), idx if keepdim else idx.squeeze(d))
 
 def max(x, dim=None, keepdim=False):
     "The largest element, or `(values, indices)` along `dim`."
     if isinstance(dim, Tensor): return maximum(x, dim)
-    return _extreme(x, dim, keepdim, np.argmax, "max")
+    return _extreme(x, dim, keepdim, x.backend.argmax, "max")
 
 def min(x, dim=None, keepdim=False):
     "The smallest element, or `(values, indices)` along `dim`."
     if isinstance(dim, Tensor): return minimum(x, dim)
-    return _extreme(x, dim, keepdim, np.argmin, "min")
+    return _extreme(x, dim, keepdim, x.backend.argmin, "min")
 
 def argmax(x, dim=None, keepdim=False):
     "Index of the largest element (of the flattened tensor when `dim` is None)."
-    if dim is None: return Tensor(np.asarray(np.argmax(x._a), np.int64))
-    return Tensor(np.argmax(x._a, axis=_dim(dim, x.ndim), keepdims=keepdim).astype(np.int64))
+    return Tensor(x.backend.argmax(x._a, None if dim is None else _dim(dim, x.ndim), keepdim and dim is not None))
 
 def argmin(x, dim=None, keepdim=False):
     "Index of the smallest element (of the flattened tensor when `dim` is None)."
-    if dim is None: return Tensor(np.asarray(np.argmin(x._a), np.int64))
-    return Tensor(np.argmin(x._a, axis=_dim(dim, x.ndim), keepdims=keepdim).astype(np.int64))
+    return Tensor(x.backend.argmin(x._a, None if dim is None else _dim(dim, x.ndim), keepdim and dim is not None))
 
 def maximum(a, b):
     "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."
     a, b = _operands(a, b)
-    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(np.maximum(a._a, b._a))
+    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(_broadcast("maximum", a, b))
     return _tie_split(a, b, a > b)
 
 def minimum(a, b):
     "Elementwise minimum; on ties the gradient is shared equally, as in PyTorch."
     a, b = _operands(a, b)
-    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(np.minimum(a._a, b._a))
+    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(_broadcast("minimum", a, b))
     return _tie_split(a, b, a < b)
 
 def _tie_split(a, b, a_wins):
-    tie = (a == b)._a
-    wa = Tensor(np.where(tie, 0.5, np.where(a_wins._a, 1.0, 0.0)).astype(a.dtype))
+    wa = where(a == b, 0.5, where(a_wins, 1.0, 0.0))
     return a * wa + b * (1 - wa)
 
 for _f in (mean, var, std, prod, max, min, argmax, argmin, maximum, minimum):
@@ -616,7 +625,7 @@ class Cat(Function):
     @staticmethod
     def forward(ctx, dim, *xs):
         ctx.dim, ctx.sizes = dim, [x.shape[dim] for x in xs]
-        return Tensor(np.concatenate([x._a for x in xs], axis=dim))
+        return Tensor(_backend(*xs).concatenate([x._a for x in xs], dim))
     @staticmethod
     def backward(ctx, g):
         bounds = np.cumsum([0] + ctx.sizes)
@@ -666,10 +675,11 @@ def chunk(x, chunks, dim=0):
 def one_hot(t, num_classes=-1):
     "int64 tensor with a trailing dimension of `num_classes`, 1 at each index of `t`."
     if t.dtype != int64: raise TypeError(f"one_hot: expected an int64 tensor of class indices, got {t.dtype}")
-    n = int(t._a.max()) + 1 if num_classes == -1 else num_classes
-    if t.numel() and (t._a.min() < 0 or t._a.max() >= n):
-        raise ValueError(f"one_hot: class values must be in [0, {n}), got min {t._a.min()}, max {t._a.max()}")
-    return Tensor((t._a[..., None] == np.arange(n, like=t._a)).astype(np.int64))
+    lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, -1)
+    n = hi + 1 if num_classes == -1 else num_classes
+    if lo < 0 or hi >= n: raise ValueError(f"one_hot: class values must be in [0, {n}), got min {lo}, max {hi}")
+    classes = Tensor(t.backend.arange(0, n, 1, int64))
+    return (t.unsqueeze(-1) == classes).long()
 
 Tensor.split, Tensor.chunk = split, chunk
 
@@ -678,7 +688,7 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        try: return Tensor(K.matmul(a._a, b._a))
+        try: return Tensor(_backend(a, b).matmul(a._a, b._a))
         except ValueError:
             raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not aligned: "
                              f"{a.shape[-1]} (last dim of the first) != {b.shape[-2]} (second-to-last dim of the second)"
@@ -707,7 +717,7 @@ class Einsum(Function):
     @staticmethod
     def forward(ctx, a, b, spec):
         ctx.save_for_backward(a, b); ctx.spec = spec
-        return Tensor(np.einsum(f"{spec[0]},{spec[1]}->{spec[2]}", a._a, b._a))
+        return Tensor(_backend(a, b).einsum(spec, a._a, b._a))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
@@ -739,7 +749,7 @@ def einsum(equation: str, a, b):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        out = Tensor(K.softmax(x._a, dim)); ctx.dim = dim
+        out = Tensor(x.backend.softmax(x._a, dim)); ctx.dim = dim
         ctx.save_for_backward(out)
         return out
     @staticmethod
@@ -750,7 +760,7 @@ class Softmax(Function):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        out = Tensor(K.log_softmax(x._a, dim)); ctx.dim = dim
+        out = Tensor(x.backend.log_softmax(x._a, dim)); ctx.dim = dim
         ctx.save_for_backward(out)
         return out
     @staticmethod
@@ -762,8 +772,8 @@ class LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, dim, keepdim):
         ctx.dim, ctx.keepdim = dim, keepdim
-        lse = K.logsumexp(x._a, dim)
-        out = Tensor(np.expand_dims(lse, dim) if keepdim else lse)
+        lse = x.backend.logsumexp(x._a, dim)
+        out = Tensor(x.backend.reshape(lse, x.shape[:dim] + (1,) + x.shape[dim + 1:]) if keepdim else lse)
         ctx.save_for_backward(x, out)                 # save the tensor we return: it carries the graph
         return out
     @staticmethod
@@ -796,7 +806,7 @@ def _inplace(self: Tensor, fn, *args) -> Tensor:
         raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(out.shape)}")
     if self.dtype.kind != "f" and out.dtype.kind == "f" and out.dtype != self.dtype:
         raise RuntimeError(f"result type {out.dtype} can't be cast to the desired output type {self.dtype}")
-    np.copyto(self._a, out._a, casting="unsafe")
+    self.backend.assign(self._a, out._a)
     self._version[0] += 1
     if recording: self.grad_fn, self.requires_grad = out.grad_fn, True
     return self
@@ -812,11 +822,12 @@ class IndexPut(Function):
     @staticmethod
     def forward(ctx, x, v, key):
         ctx.key, ctx.vshape = key, v.shape
-        out = x._a.copy(); out[key] = v._a
+        out = x.backend.copy(x._a)
+        x.backend.setitem(out, key, v._a)
         return Tensor(out)
     @staticmethod
     def backward(ctx, g):
-        gx = IndexPut.apply(g, Tensor(np.zeros((), g.dtype)), ctx.key) if ctx.needs_input_grad[0] else None
+        gx = IndexPut.apply(g, _scalar(0, g), ctx.key) if ctx.needs_input_grad[0] else None
         gv = _unbroadcast(g[ctx.key], ctx.vshape) if ctx.needs_input_grad[1] else None
         return gx, gv
 

@@ -330,4 +330,4 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> Tens
 def clip_grad_value_(parameters, clip_value: float):
     "Clamp every gradient element to [-clip_value, clip_value]."
     for p in ([parameters] if isinstance(parameters, Tensor) else parameters):
-        if p.grad is not None: np.clip(p.grad._a, -clip_value, clip_value, out=p.grad._a)
+        if p.grad is not None: p.grad.clamp_(-clip_value, clip_value)      # in place, on the gradient's device

@@ -10,6 +10,7 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
 # %% ../nbs/01_tensor.ipynb #63ac249b
 import numbers
 import numpy as np
+from .backend import backend_of, get_backend
 from .core import as_dtype, bool_, default_generator, float32, float64, get_default_dtype, int64
 
 # %% ../nbs/01_tensor.ipynb #db1e64f8
@@ -73,6 +74,7 @@ class Tensor:
     dtype = property(lambda self: self._a.dtype, doc="The element type (a NumPy dtype such as `minidl.float32`).")
     ndim = property(lambda self: self._a.ndim, doc="The number of dimensions.")
     device = property(lambda self: cpu if isinstance(self._a, np.ndarray) else device(self._a.device), doc="The device holding the tensor's memory.")
+    backend = property(lambda self: backend_of(self._a), doc="The backend that owns the tensor's memory (lesson 02b).")
     is_leaf = property(lambda self: self.grad_fn is None, doc="True for tensors not made by a recorded op.")
 
     def size(self, dim=None):
@@ -135,13 +137,11 @@ def _make(a: np.ndarray, device=None, requires_grad=False) -> Tensor:
 def _move(a, dev):
     "The array `a` in the memory of device `dev`: `a` itself if it is there already, else a copy."
     dev = globals()["device"](dev)
-    if dev.type == "cpu":
-        if isinstance(a, np.ndarray): return a
-        from .gpu import to_host
-        return to_host(a)
     if dev.index not in (None, 0): raise RuntimeError(f"device {dev} is not available: minidl drives one GPU, 'cuda:0'")
-    from .gpu import DeviceArray, to_device      # imported on first use: CPU-only programs never load numba.cuda
-    return a if isinstance(a, DeviceArray) else to_device(a)
+    src = backend_of(a)
+    if src.name == dev.type: return a
+    host = a if src.name == "cpu" else src.to_host(a)
+    return host if dev.type == "cpu" else get_backend(dev.type).from_host(host)   # the first 'cuda' loads the GPU backend
 
 def from_numpy(a: np.ndarray) -> Tensor:
     "A tensor sharing memory with the NumPy array `a` (no copy)."

@@ -317,3 +317,15 @@ def test_weight_changed_in_place_before_backward_is_an_error(op):
         w.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("groups", [1, 4])          # im2col + GEMM keeps columns; the depthwise direct kernel keeps the padded input
+def test_conv_buffers_kept_for_backward_are_freed_with_the_graph(groups):
+    x = md.randn(2, 4, 9, 9, requires_grad=True)
+    w = md.randn(4, 4 // groups, 3, 3, requires_grad=True)
+    y = F.conv2d(x, w, padding=1, groups=groups)
+    node = y.grad_fn
+    assert any(t is not None and t.numel() > w.numel() for t in node.saved_tensors)      # the big buffer is saved...
+    y.sum().backward()
+    assert [k for k, v in vars(node).items() if hasattr(v, "nbytes") or hasattr(v, "_a")] == []   # ...and nothing holds it afterwards
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"): node.saved_tensors

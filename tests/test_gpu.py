@@ -311,3 +311,20 @@ def test_device_optimizer_state_saves_loads_and_resumes_like_an_uninterrupted_ru
     for p, q in zip(model.parameters(), resumed.parameters()):
         assert str(q.device) == "cuda:0"
         np.testing.assert_allclose(q.detach().cpu().numpy(), p.detach().cpu().numpy(), rtol=1e-6)
+
+
+def test_device_array_keeps_no_numpy_array_over_memory_it_does_not_own():
+    "Its old `layout` was an ndarray over one element with the strides of the whole array: reading it crashed the process."
+    d = minidl.zeros(400, 500, device="cuda")._a
+    assert [s for s in type(d).__slots__ if isinstance(getattr(d, s), np.ndarray)] == []
+    v = d[1:, ::2].T                                   # views still share the buffer, with NumPy's strides
+    assert v.shape == (250, 399) and v.strides == (8, 2000) and v.offset == 500 and v.buf is d.buf
+    assert not v.flags.c_contiguous and d.flags.c_contiguous
+
+
+def test_clip_grad_value_works_on_the_device():
+    w_cpu, w_dev = _pair((3, 4))
+    for w in (w_cpu, w_dev): (w * 3).sum().backward(); minidl.optim.clip_grad_value_([w], 1.5)
+    assert str(w_dev.grad.device) == "cuda:0"
+    np.testing.assert_array_equal(w_dev.grad.cpu().numpy(), w_cpu.grad.numpy())
+    np.testing.assert_array_equal(w_cpu.grad.numpy(), np.full((3, 4), 1.5))
