@@ -6,12 +6,12 @@
 __all__ = ['PRIMITIVES', 'OPS', 'cpu_backend', 'Backend', 'missing_primitives', 'register', 'get_backend', 'backend_of',
            'CPUBackend']
 
-# %% ../nbs/02b_backend.ipynb #e70799b4
+# %% ../nbs/02b_backend.ipynb #6262ad19
 import importlib
 import numpy as np
 from . import kernels as K
 
-# %% ../nbs/02b_backend.ipynb #09244a72
+# %% ../nbs/02b_backend.ipynb #70d90c53
 class Backend:
     """The primitives the tensor layers may call on storage, with their contracts. A backend implements all of
     them for one kind of array (its `array_type`); `minidl.ops` and `minidl.autograd` call nothing else on `Tensor._a`.
@@ -81,7 +81,7 @@ def missing_primitives(backend: Backend) -> list:
     "The primitives `backend` does not implement (the tests require an empty list for every registered backend)."
     return [p for p in PRIMITIVES if getattr(type(backend), p) is getattr(Backend, p)]
 
-# %% ../nbs/02b_backend.ipynb #9af6a4f1
+# %% ../nbs/02b_backend.ipynb #67a74dd4
 OPS = {
     # name: (number of inputs, NumPy ufunc with the same dtype rules, or None for minidl's float-only kernels)
     "add": (2, np.add), "sub": (2, np.subtract), "mul": (2, np.multiply), "div": (2, np.divide), "pow": (2, np.power),
@@ -96,7 +96,7 @@ OPS = {
 }
 "The elementwise ops every backend's `map` knows: how many inputs each takes, and the NumPy ufunc whose dtype rules it follows."
 
-# %% ../nbs/02b_backend.ipynb #8cb476fa
+# %% ../nbs/02b_backend.ipynb #d4ec8768
 _BACKENDS = {}        # device type -> backend
 _BY_ARRAY = {}        # array type -> backend
 _PLUGINS = {"cpu": "minidl.backend", "cuda": "minidl.gpu_ops"}   # the module that completes each device's backend
@@ -115,13 +115,13 @@ def get_backend(device_type: str) -> Backend:
 
 def backend_of(a) -> Backend:
     "The backend that owns array `a`."
-    b = _BY_ARRAY.get(type(a))
-    if b is None: raise TypeError(f"no backend owns arrays of type {type(a).__name__}; expected one of {[t.__name__ for t in _BY_ARRAY]}")
-    return b
+    try: return _BY_ARRAY[type(a)]         # every op asks: the common case is one dictionary lookup
+    except KeyError: raise TypeError(f"no backend owns arrays of type {type(a).__name__}; expected one of {[t.__name__ for t in _BY_ARRAY]}") from None
 
-# %% ../nbs/02b_backend.ipynb #a43d75bf
+# %% ../nbs/02b_backend.ipynb #511e5962
 _KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "erf": K.erf, "gelu": K.gelu, "silu": K.silu,
             "leaky_relu": K.leaky_relu, "elu": K.elu, "softplus": K.softplus}
+_CPU_MAP = {op: _KERNELS.get(op, ufunc) for op, (_, ufunc) in OPS.items()}   # what runs each elementwise op on the CPU
 
 class CPUBackend(Backend):
     "The primitives on NumPy arrays: NumPy for layouts and simple arithmetic, lesson 02's numba kernels for the rest."
@@ -151,10 +151,8 @@ class CPUBackend(Backend):
     def assign(self, dst, src): np.copyto(dst, src, casting="unsafe")
 
     def map(self, op, *inputs):
-        kernel = _KERNELS.get(op)
-        if kernel is not None: return kernel(*inputs)
-        out = OPS[op][1](*inputs)
-        return np.asarray(out) if isinstance(out, np.generic) else out       # 0-d arithmetic gives NumPy scalars
+        out = _CPU_MAP[op](*inputs)
+        return out if type(out) is np.ndarray else np.asarray(out)         # 0-d arithmetic gives NumPy scalars
     def where(self, cond, a, b): return np.where(cond, a, b)
 
     def sum(self, a, axes, keepdim): return K.sum(a, axes, keepdim)

@@ -71,7 +71,9 @@ def _backend(*tensors):
 
 def _broadcast(op: str, a, b):
     "The backend's elementwise `op` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
-    try: return _backend(a, b).map(op, a._a, b._a)
+    B = a.backend
+    if B is cpu_backend: B = b.backend          # `_backend(a, b)`, inlined: every arithmetic op passes here
+    try: return B.map(op, a._a, b._a)
     except ValueError:
         raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
                          "(sizes must match or be 1, aligned from the right)") from None
