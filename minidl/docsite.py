@@ -63,7 +63,7 @@ def _one_line_signature(m, classes=frozenset()) -> str:
         out += "\n\n| parameter | default | |\n|---|---|---|\n" + "\n".join(rows)
     return out
 
-_notebook_link = re.compile(r"\]\((?:nbs/)?\d+_(\w+)\.ipynb(#[^)]*)?\)")
+_notebook_link = re.compile(r"\]\((?:nbs/)?\d+[a-zA-Z0-9]*_(\w+)\.ipynb(#[^)]*)?\)")   # nbdev's rule: 02b_backend.ipynb → backend.html
 
 def local_links(md: str, site: str) -> str:
     "Links into this site made relative: absolute ones (`site` = doc_host + doc_baseurl), and links to notebooks (`nbs/04_ops.ipynb` → `ops.html`)."

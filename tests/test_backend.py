@@ -49,7 +49,7 @@ CALLS = {
     "check_range": lambda B, put: _range_error(B, put),
     "concatenate": lambda B, put: B.concatenate([put(_x()), put(_x(1, (1, 4)))], 0),
     "assign": lambda B, put: (lambda a: (B.assign(a, put(np.arange(4.0))), a)[1])(put(_x())),
-    "map": lambda B, put: [B.map(op, put(_x()), 0.5) for op in ("add", "pow", "gt", "maximum", "leaky_relu")]
+    "map": lambda B, put: [B.map(op, put(_x()), 0.5) for op in ("add", "gt", "maximum", "leaky_relu")] + [B.map("pow", put(np.abs(_x())), 0.5)]
                           + [B.map(op, put(_x())) for op in ("exp", "tanh", "sigmoid", "gelu", "silu", "abs", "sign")],
     "where": lambda B, put: (lambda a: B.where(B.map("gt", a, 0.0), a, -1.0))(put(_x())),
     "sum": lambda B, put: B.sum(put(_x(shape=(2, 3, 4))), (0, 2), True),
