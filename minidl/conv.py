@@ -17,9 +17,10 @@ import numpy as np
 from numba import njit, prange
 from . import nn
 from .autograd import Function
-from .kernels import dispatch, serial_and_parallel
+from .backend import cpu_backend, implement
+from .kernels import serial_and_parallel
 from .nn import Module, Parameter, _BatchNorm, init
-from .ops import Take, _positions
+from .ops import gather
 from .tensor import Tensor, ones, zeros
 
 # %% ../nbs/12_conv.ipynb #8c7458fe
@@ -102,7 +103,6 @@ def _out_size(n, k, s, pad, d, ceil_mode=False):
     if ceil_mode and (out - 1) * s >= n + pad - pad // 2: out -= 1     # the last window must start inside the input or left padding
     return out
 
-@dispatch
 def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
     "Unfold a (N, C, H, W) array into (N, C*kh*kw, OH, OW) columns."
     N, C = x.shape[:2]
@@ -110,7 +110,6 @@ def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
     _im2col(cols.size)(np.ascontiguousarray(x), *g.kernel, *g.stride, *g.begin, *g.dilation, cols)
     return cols
 
-@dispatch
 def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
     "Fold (N, C*kh*kw, OH, OW) columns back into a (N, C, H, W) array, summing overlaps."
     x = np.zeros(shape, cols.dtype)
@@ -118,30 +117,28 @@ def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
     return x
 
 # %% ../nbs/12_conv.ipynb #cccdccb0
-def _dense(a):
-    "`a` itself if it is row-major, else a row-major copy — on a's device (NumPy's `ascontiguousarray` cannot take a GPU array)."
-    return a if a.flags.c_contiguous else a.copy()
+implement(cpu_backend, im2col=im2col, col2im=col2im)      # the CPU backend's primitives of these names (lesson 02b)
 
-def _gemm_forward(x, w, groups, g: Geometry):
-    "out = W @ im2col(x), per group and image; also returns the columns (kept for backward)."
+def _gemm_forward(B, x, w, groups, g: Geometry):
+    "out = W @ im2col(x), per group and image, on backend `B`; also returns the columns (kept for backward)."
     N = x.shape[0]; O = w.shape[0]
-    cols = im2col(x, g)
-    out = np.matmul(w.reshape(groups, O // groups, -1), cols.reshape(N, groups, -1, g.out[0] * g.out[1]))
-    return out.reshape(N, O, *g.out), cols
+    cols = B.im2col(x, g)
+    out = B.matmul(B.reshape(w, (groups, O // groups, -1)), B.reshape(cols, (N, groups, -1, g.out[0] * g.out[1])))
+    return B.reshape(out, (N, O, *g.out)), cols
 
-def _gemm_input_grad(gy, w, groups, g: Geometry, x_shape):
+def _gemm_input_grad(B, gy, w, groups, g: Geometry, x_shape):
     "dL/dx = col2im(Wᵀ @ dL/dy): the columns' gradient, folded back onto the pixels."
     N, O = gy.shape[:2]
-    wt = w.reshape(groups, O // groups, -1).transpose(0, 2, 1)
-    dcols = np.matmul(wt, _dense(gy).reshape(N, groups, O // groups, -1))
-    return col2im(dcols.reshape(N, -1, *g.out), g, x_shape)
+    wt = B.permute(B.reshape(w, (groups, O // groups, -1)), (0, 2, 1))
+    dcols = B.matmul(wt, B.reshape(gy, (N, groups, O // groups, -1)))
+    return B.col2im(B.reshape(dcols, (N, -1, *g.out)), g, x_shape)
 
-def _gemm_weight_grad(gy, cols, groups, w_shape):
+def _gemm_weight_grad(B, gy, cols, groups, w_shape):
     "dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group."
     N, O = gy.shape[:2]
-    gyg = _dense(gy).reshape(N, groups, O // groups, -1)
-    colg = cols.reshape(N, groups, -1, gyg.shape[-1])
-    return np.matmul(gyg, colg.transpose(0, 1, 3, 2)).sum(0).reshape(w_shape)
+    gyg = B.reshape(gy, (N, groups, O // groups, -1))
+    colg = B.reshape(cols, (N, groups, -1, gyg.shape[-1]))
+    return B.reshape(B.sum(B.matmul(gyg, B.permute(colg, (0, 1, 3, 2))), (0,), False), w_shape)
 
 # %% ../nbs/12_conv.ipynb #4aaaa10a
 @serial_and_parallel(fastmath=_fast)
@@ -213,34 +210,33 @@ def _overlap(g: Geometry, hw, padded_hw):
     h, w = max(0, min(hw[0], padded_hw[0] - t)), max(0, min(hw[1], padded_hw[1] - l))   # rows/columns no window reads are cut off
     return (..., slice(t, t + h), slice(l, l + w)), (..., slice(0, h), slice(0, w))
 
-def _padded(x, g: Geometry):
-    "x zero-padded to exactly the extent the windows reach."
+def _padded(B, x, g: Geometry):
+    "x zero-padded to exactly the extent the windows reach, on backend `B`."
     (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
-    xp = np.zeros(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), x.dtype, like=x)   # like=: on x's device
+    xp = B.full(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), 0, x.dtype)
     in_copy, in_x = _overlap(g, x.shape[2:], xp.shape[2:])
-    xp[in_copy] = x[in_x]
+    B.setitem(xp, in_copy, B.getitem(x, in_x))
     return xp
 
-@dispatch
 def direct_conv(xp, w, groups: int, g: Geometry):
     "The convolution of the padded input `xp` by the direct kernel."
     out = np.zeros((xp.shape[0], w.shape[0], *g.out), xp.dtype)
-    _direct_forward(out.size)(xp, w, *g.stride, *g.dilation, groups, out)
+    _direct_forward(out.size)(np.ascontiguousarray(xp), np.ascontiguousarray(w), *g.stride, *g.dilation, groups, out)
     return out
 
-@dispatch
 def direct_input_grad(gy, w, groups: int, g: Geometry, xp_shape: tuple):
     "The gradient with respect to the padded input, by the direct kernel."
     dxp = np.zeros(xp_shape, gy.dtype)
-    _direct_input_grad(dxp.size)(gy, w, *g.stride, *g.dilation, groups, dxp)
+    _direct_input_grad(dxp.size)(np.ascontiguousarray(gy), np.ascontiguousarray(w), *g.stride, *g.dilation, groups, dxp)
     return dxp
 
-@dispatch
 def direct_weight_grad(xp, gy, groups: int, g: Geometry, w_shape: tuple):
     "The gradient with respect to the weight, by the direct kernel."
     dw = np.empty(w_shape, gy.dtype)
-    _direct_weight_grad(xp.size)(xp, gy, *g.stride, *g.dilation, groups, dw)
+    _direct_weight_grad(xp.size)(np.ascontiguousarray(xp), np.ascontiguousarray(gy), *g.stride, *g.dilation, groups, dw)
     return dw
+
+implement(cpu_backend, direct_conv=direct_conv, direct_input_grad=direct_input_grad, direct_weight_grad=direct_weight_grad)
 
 # %% ../nbs/12_conv.ipynb #ad56de83
 DIRECT_MAX_TAPS = 16
@@ -250,65 +246,67 @@ def _use_direct(w) -> bool:
     return w.shape[1] * w.shape[2] * w.shape[3] <= DIRECT_MAX_TAPS
 
 # %% ../nbs/12_conv.ipynb #347c244e
-def _conv_output_grads(ctx, gy, w, kept, x_shape):
-    "Input and weight gradients of a convolution, by the path its forward took (`kept`: its padded input or its columns)."
+def _conv_output_grads(ctx, B, gy, w, kept, x_shape):
+    "Input and weight gradients of a convolution on backend `B`, by the path its forward took (`kept`: its padded input or its columns)."
     g, groups = ctx.geom, ctx.groups
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
     if ctx.direct:
         if need_x:
-            dxp = direct_input_grad(gy, w, groups, g, kept.shape)
-            dx = np.zeros(x_shape, gy.dtype, like=gy)
+            dxp = B.direct_input_grad(gy, w, groups, g, kept.shape)
+            dx = B.full(x_shape, 0, gy.dtype)
             in_copy, in_x = _overlap(g, x_shape[2:], dxp.shape[2:])
-            dx[in_x] = dxp[in_copy]
-        if need_w: dw = direct_weight_grad(kept, gy, groups, g, w.shape)
+            B.setitem(dx, in_x, B.getitem(dxp, in_copy))
+        if need_w: dw = B.direct_weight_grad(kept, gy, groups, g, w.shape)
     else:
-        if need_x: dx = _gemm_input_grad(gy, w, groups, g, x_shape)
-        if need_w: dw = _gemm_weight_grad(gy, kept, groups, w.shape)
+        if need_x: dx = _gemm_input_grad(B, gy, w, groups, g, x_shape)
+        if need_w: dw = _gemm_weight_grad(B, gy, kept, groups, w.shape)
     return dx, dw
+
+def _plus_bias(B, out, b):
+    "out + the bias `b` (a tensor or None) along the channels of (N, C, H, W)."
+    return out if b is None else B.map("add", out, B.reshape(b._a, (1, -1, 1, 1)))
 
 class Conv2dFn(Function):
     "2-D convolution (cross-correlation) of (N, C, H, W) with (O, C/groups, kh, kw), plus a bias."
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
-        xa, wa = _dense(x._a), _dense(w._a)
-        ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, xa.shape, _use_direct(wa)
+        B = x.backend
+        ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, x.shape, _use_direct(w)
         if ctx.direct:
-            kept = _padded(xa, geom)
-            out = direct_conv(kept, wa, groups, geom)
+            kept = _padded(B, x._a, geom)
+            out = B.direct_conv(kept, w._a, groups, geom)
         else:
-            out, kept = _gemm_forward(xa, wa, groups, geom)
+            out, kept = _gemm_forward(B, x._a, w._a, groups, geom)
         # the weight with its version (an in-place update before backward is an error), and the padded input
         # or the columns the backward reuses: saved, so that they are freed with the graph
         ctx.save_for_backward(w, Tensor(kept))
-        if b is not None: out += b._a.reshape(1, -1, 1, 1)
-        return Tensor(out)
+        return Tensor(_plus_bias(B, out, b))
     @staticmethod
     def backward(ctx, gy):
-        ga, (w, kept) = _dense(gy._a), ctx.saved_tensors
-        dx, dw = _conv_output_grads(ctx, ga, _dense(w._a), kept._a, ctx.x_shape)
-        db = Tensor(ga.sum((0, 2, 3))) if ctx.needs_input_grad[2] else None
+        (w, kept), B = ctx.saved_tensors, gy.backend
+        dx, dw = _conv_output_grads(ctx, B, gy._a, w._a, kept._a, ctx.x_shape)
+        db = Tensor(B.sum(gy._a, (0, 2, 3), False)) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 
 class ConvTranspose2dFn(Function):
     "The adjoint of `Conv2dFn` with respect to its input: (N, Cin, H, W) with weight (Cin, Cout/groups, kh, kw)."
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int, out_hw: tuple):
-        xa, wa = _dense(x._a), _dense(w._a)
+        B = x.backend
         ctx.save_for_backward(x, w)
         ctx.geom, ctx.groups = geom, groups
-        out = _gemm_input_grad(xa, wa, groups, geom, (xa.shape[0], wa.shape[1] * groups, *out_hw))
-        if b is not None: out += b._a.reshape(1, -1, 1, 1)
-        return Tensor(out)
+        out = _gemm_input_grad(B, x._a, w._a, groups, geom, (x.shape[0], w.shape[1] * groups, *out_hw))
+        return Tensor(_plus_bias(B, out, b))
     @staticmethod
     def backward(ctx, gy):
-        ga, (x, w) = _dense(gy._a), ctx.saved_tensors
+        (x, w), B = ctx.saved_tensors, gy.backend
         dx = dw = db = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            y, cols = _gemm_forward(ga, _dense(w._a), ctx.groups, ctx.geom)       # the forward conv of the output gradient
+            y, cols = _gemm_forward(B, gy._a, w._a, ctx.groups, ctx.geom)       # the forward conv of the output gradient
             if ctx.needs_input_grad[0]: dx = Tensor(y)
-            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(_dense(x._a), cols, ctx.groups, w.shape))
-        if ctx.needs_input_grad[2]: db = Tensor(ga.sum((0, 2, 3)))
+            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(B, x._a, cols, ctx.groups, w.shape))
+        if ctx.needs_input_grad[2]: db = Tensor(B.sum(gy._a, (0, 2, 3), False))
         return dx, dw, db
 
 # %% ../nbs/12_conv.ipynb #f5046ad3
@@ -406,21 +404,24 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 class _Unfold(Function):
     @staticmethod
     def forward(ctx, x, g):
-        ctx.g, ctx.shape = g, x.shape
-        cols = im2col(x._a, g)
-        return Tensor(cols.reshape(cols.shape[0], cols.shape[1], -1))
+        ctx.g, ctx.shape, B = g, x.shape, x.backend
+        cols = B.im2col(x._a, g)
+        return Tensor(B.reshape(cols, (cols.shape[0], cols.shape[1], -1)))
     @staticmethod
-    def backward(ctx, gy): return Tensor(col2im(gy._a.reshape(gy.shape[0], gy.shape[1], *ctx.g.out), ctx.g, ctx.shape))
+    def backward(ctx, gy):
+        B = gy.backend
+        return Tensor(B.col2im(B.reshape(gy._a, (gy.shape[0], gy.shape[1], *ctx.g.out)), ctx.g, ctx.shape))
 
 class _Fold(Function):
     @staticmethod
     def forward(ctx, cols, g, shape):
-        ctx.g = g
-        return Tensor(col2im(cols._a.reshape(cols.shape[0], cols.shape[1], *g.out), g, shape))
+        ctx.g, B = g, cols.backend
+        return Tensor(B.col2im(B.reshape(cols._a, (cols.shape[0], cols.shape[1], *g.out)), g, shape))
     @staticmethod
     def backward(ctx, gy):
-        c = im2col(gy._a, ctx.g)
-        return Tensor(c.reshape(c.shape[0], c.shape[1], -1))
+        B = gy.backend
+        c = B.im2col(gy._a, ctx.g)
+        return Tensor(B.reshape(c, (c.shape[0], c.shape[1], -1)))
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     "im2col: (N, C, H, W) → (N, C·kh·kw, L), one column per sliding window."
@@ -442,20 +443,20 @@ _PAD_MODES = ("constant", "reflect", "replicate", "circular")
 class _ConstantPad(Function):
     @staticmethod
     def forward(ctx, x, widths, value):
-        ctx.inside = tuple(slice(a, a + n) for (a, _), n in zip(widths, x.shape))
-        out = np.full(tuple(n + a + b for n, (a, b) in zip(x.shape, widths)), value, x.dtype, like=x._a)   # like=: on x's device
-        out[ctx.inside] = x._a
+        ctx.inside, B = tuple(slice(a, a + n) for (a, _), n in zip(widths, x.shape)), x.backend
+        out = B.full(tuple(n + a + b for n, (a, b) in zip(x.shape, widths)), value, x.dtype)
+        B.setitem(out, ctx.inside, x._a)
         return Tensor(out)
     @staticmethod
-    def backward(ctx, gy): return Tensor(gy._a[ctx.inside])
+    def backward(ctx, gy): return Tensor(gy.backend.getitem(gy._a, ctx.inside))
 
-def _pad_index(n: int, widths: tuple, mode: str, like):
-    "The input position that each position of a padded axis reads, made on `like`'s device."
+def _pad_index(B, n: int, widths: tuple, mode: str):
+    "The input position that each position of a padded axis reads, made by backend `B`."
     a, b = widths
-    j = np.arange(-a, n + b, like=like)
-    if mode == "replicate": return np.clip(j, 0, n - 1)
-    if mode == "circular": return j % n
-    return (n - 1) - np.abs((n - 1) - np.abs(j))        # reflect: mirrored at 0 and at n - 1, the edge not repeated
+    j = B.arange(-a, n + b, 1, np.dtype(np.int64))
+    if mode == "replicate": return B.map("clip", j, 0, n - 1)
+    if mode == "circular": return B.map("remainder", j, n)
+    return B.map("sub", n - 1, B.map("abs", B.map("sub", n - 1, B.map("abs", j))))   # reflect: mirrored at 0 and at n - 1, the edge not repeated
 
 def pad(input, pad, mode: str = "constant", value: float = 0.0):
     "Pad the last len(pad)//2 dims; `pad` = (left, right) for the last dim, then (top, bottom) for the one before, …"
@@ -469,10 +470,13 @@ def pad(input, pad, mode: str = "constant", value: float = 0.0):
         for n, (a, b) in zip(input.shape, widths):
             if max(a, b) >= n: raise ValueError(f"pad: reflect padding {(a, b)} must be smaller than the dimension it pads ({n}); input shape {tuple(input.shape)}")
     if mode == "constant": return _ConstantPad.apply(input, tuple(widths), value)
-    pos = _positions(input)
+    out = input
     for d, (n, w) in enumerate(zip(input.shape, widths)):
-        if w != (0, 0): pos = np.take(pos, _pad_index(n, w, mode, pos), axis=d)
-    return Take.apply(input, pos)
+        if w == (0, 0): continue
+        along_d = tuple(-1 if k == d else 1 for k in range(out.ndim))
+        index = Tensor(out.backend.reshape(_pad_index(out.backend, n, w, mode), along_d))
+        out = gather(out, d, index.expand(*out.shape[:d], index.shape[d], *out.shape[d + 1:]))
+    return out
 
 # %% ../nbs/12_conv.ipynb #83dcb90f
 @njit(cache=True)
@@ -576,7 +580,6 @@ def _window_mean_backward(gy, h0, h1, w0, w1, div, dx):
                     for j in range(w0[q], w1[q]): row[j] += v
 
 # %% ../nbs/12_conv.ipynb #1141f6c4
-@dispatch
 def max_pool_arrays(xa: np.ndarray, g: Geometry):
     "The pooled maxima of a (N, C, H, W) array and the winners' positions."
     xa = np.ascontiguousarray(xa)
@@ -593,16 +596,14 @@ class _MaxPool(Function):
         ctx.idx, ctx.shape = idx, x.shape
         return Tensor(out)
     @staticmethod
-    def backward(ctx, gy): return Tensor(max_pool_grad(gy._a, ctx.idx, ctx.shape))
+    def backward(ctx, gy): return Tensor(gy.backend.max_pool_grad(gy._a, ctx.idx, ctx.shape))
 
-@dispatch
 def max_pool_grad(gy: np.ndarray, idx: np.ndarray, shape: tuple) -> np.ndarray:
     "Each output's gradient added to its winner in a zero (N, C, H, W) array of `shape`."
     dx = np.zeros(shape, gy.dtype)
     _max_pool_backward(gy.size)(np.ascontiguousarray(gy), idx, dx)
     return dx
 
-@dispatch
 def window_mean(xa: np.ndarray, bounds: tuple) -> np.ndarray:
     "The mean of each window: `bounds` = (h0, h1, w0, w1, divisor) per output row/column (divisor per output)."
     xa = np.ascontiguousarray(xa)
@@ -610,20 +611,21 @@ def window_mean(xa: np.ndarray, bounds: tuple) -> np.ndarray:
     _window_mean(out.size)(xa, *bounds, out)
     return out
 
-@dispatch
 def window_mean_grad(gy: np.ndarray, bounds: tuple, shape: tuple) -> np.ndarray:
     "Each output's gradient spread evenly over its window, in a zero array of `shape`."
     dx = np.zeros(shape, gy.dtype)
     _window_mean_backward(gy.size)(np.ascontiguousarray(gy), *bounds, dx)
     return dx
 
+implement(cpu_backend, max_pool=max_pool_arrays, max_pool_grad=max_pool_grad, window_mean=window_mean, window_mean_grad=window_mean_grad)
+
 class _WindowMean(Function):
     @staticmethod
     def forward(ctx, x, bounds):
         ctx.bounds, ctx.shape = bounds, x.shape
-        return Tensor(window_mean(x._a, bounds))
+        return Tensor(x.backend.window_mean(x._a, bounds))
     @staticmethod
-    def backward(ctx, gy): return Tensor(window_mean_grad(gy._a, ctx.bounds, ctx.shape))
+    def backward(ctx, gy): return Tensor(gy.backend.window_mean_grad(gy._a, ctx.bounds, ctx.shape))
 
 def _pool_args(name, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
     _check_input(name, x, nd, None, "")
@@ -644,14 +646,14 @@ def _pool_args(name, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     "Max over (kh, kw) windows of (N, C, H, W); stride defaults to the kernel size."
     x4, undo, g = _pool_args("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode)
-    out, idx = max_pool_arrays(x4._a, g)
+    out, idx = x4.backend.max_pool(x4._a, g)
     y = undo(_MaxPool.apply(x4, out, idx))
     return (y, undo(Tensor(idx))) if return_indices else y
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     "Max over windows of (N, C, L)."
     x4, undo, g = _pool_args("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return undo(_MaxPool.apply(x4, *max_pool_arrays(x4._a, g)))
+    return undo(_MaxPool.apply(x4, *x4.backend.max_pool(x4._a, g)))
 
 def _avg_bounds(n, k, s, p, out, include_pad):
     start = np.arange(out) * s - p

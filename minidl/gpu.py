@@ -12,7 +12,6 @@ __all__ = ['copies', 'UFUNCS', 'SUM', 'MAX', 'MIN', 'ARGMAX', 'ARGMIN', 'PROD', 
 import math
 import numpy as np
 import numba
-from . import optim
 from .backend import OPS, Backend
 from .cuda import THREADS, _blocks, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
 from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
@@ -654,9 +653,6 @@ def _adam(p, g, m, v, vmax, *hyper):
     _same_device("Adam", p, g, m, v)
     adam_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(m), _flat(v), _or_placeholder(vmax, p), *hyper)
 
-optim._sgd_kernel.register(DeviceArray, _sgd)
-optim._adam_kernel.register(DeviceArray, _adam)
-
 # %% ../nbs/15_gpu.ipynb #74771e34
 class DeviceBackend(Backend):
     "The backend interface of lesson 02b on `DeviceArray`s, by this lesson's kernels."
@@ -706,3 +702,5 @@ class DeviceBackend(Backend):
     def log_softmax(self, a, axis): return _rowwise(a, axis, LOG_SOFTMAX)
     def logsumexp(self, a, axis): return _rowwise(a, axis, LOGSUMEXP)
     def softmax_from_lse(self, x, lse, scale): return softmax_from_lse(x, lse, scale)
+    def sgd_step(self, p, g, buf, *hyper): _sgd(p, g, buf, *hyper)
+    def adam_step(self, p, g, m, v, vmax, *hyper): _adam(p, g, m, v, vmax, *hyper)

@@ -4,13 +4,12 @@
 
 # %% auto #0
 __all__ = ['cuda_backend', 'take_along_axis', 'einsum', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad',
-           'direct_weight_grad', 'max_pool_arrays', 'max_pool_grad', 'window_mean', 'window_mean_grad', 'uniform_like',
+           'direct_weight_grad', 'max_pool_arrays', 'max_pool_grad', 'window_mean', 'window_mean_grad', 'uniform',
            'rmsprop_kernel', 'adagrad_kernel', 'CUDABackend']
 
 # %% ../nbs/16_gpu_ops.ipynb #c17658f8
 import math
 import numpy as np
-from . import conv, nn, optim
 from .core import default_generator
 from .cuda import THREADS, _blocks, cuda
 from .backend import register
@@ -116,21 +115,18 @@ def _col2im_kernel(x, n, cols, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW):
                     if q >= 0: s += cols[(((b * C + c) * kh + i) * kw + j) * OH * OW + p * OW + q]
         x[t] = s
 
-def _conv_args(g: conv.Geometry) -> tuple: return (*g.kernel, *g.stride, *g.begin, *g.dilation, *g.out)
+def _conv_args(g) -> tuple: return (*g.kernel, *g.stride, *g.begin, *g.dilation, *g.out)
 
-def im2col(x: DeviceArray, g: conv.Geometry) -> DeviceArray:
+def im2col(x: DeviceArray, g) -> DeviceArray:
     N, C, H, W = x.shape
     cols = empty((N, C * g.kernel[0] * g.kernel[1], *g.out), x.dtype)
     if cols.size: _im2col_kernel[_blocks(cols.size), THREADS](_flat(cols), cols.size, _flat(x), C, H, W, *_conv_args(g))
     return cols
 
-def col2im(cols: DeviceArray, g: conv.Geometry, shape: tuple) -> DeviceArray:
+def col2im(cols: DeviceArray, g, shape: tuple) -> DeviceArray:
     x = empty(shape, cols.dtype)
     if x.size: _col2im_kernel[_blocks(x.size), THREADS](_flat(x), x.size, _flat(cols), *shape[1:], *_conv_args(g))
     return x
-
-conv.im2col.register(DeviceArray, im2col)
-conv.col2im.register(DeviceArray, col2im)
 
 # %% ../nbs/16_gpu_ops.ipynb #24400301
 @cuda.jit
@@ -179,28 +175,24 @@ def _direct_weight_grad_kernel(dw_out, n, xp, gy, N, C, Hp, Wp, O, Cg, kh, kw, s
                     s += gy[((b * O + o) * OH + p) * OW + q] * xp[((b * C + cin) * Hp + p * sh + i * dh) * Wp + q * sw + j * dw]
         dw_out[t] = s
 
-def _direct_args(xp_shape, w_shape, g: conv.Geometry) -> tuple:
+def _direct_args(xp_shape, w_shape, g) -> tuple:
     "What the three direct kernels need to know: channels, padded size, weight shape, stride, dilation, output size."
     return (xp_shape[1], *xp_shape[2:], *w_shape, *g.stride, *g.dilation, *g.out)
 
-def direct_conv(xp: DeviceArray, w: DeviceArray, groups: int, g: conv.Geometry) -> DeviceArray:
+def direct_conv(xp: DeviceArray, w: DeviceArray, groups: int, g) -> DeviceArray:
     out = empty((xp.shape[0], w.shape[0], *g.out), xp.dtype)
     if out.size: _direct_forward_kernel[_blocks(out.size), THREADS](_flat(out), out.size, _flat(xp), _flat(w), *_direct_args(xp.shape, w.shape, g))
     return out
 
-def direct_input_grad(gy: DeviceArray, w: DeviceArray, groups: int, g: conv.Geometry, xp_shape: tuple) -> DeviceArray:
+def direct_input_grad(gy: DeviceArray, w: DeviceArray, groups: int, g, xp_shape: tuple) -> DeviceArray:
     dxp = empty(xp_shape, gy.dtype)
     if dxp.size: _direct_input_grad_kernel[_blocks(dxp.size), THREADS](_flat(dxp), dxp.size, _flat(gy), _flat(w), *_direct_args(xp_shape, w.shape, g))
     return dxp
 
-def direct_weight_grad(xp: DeviceArray, gy: DeviceArray, groups: int, g: conv.Geometry, w_shape: tuple) -> DeviceArray:
+def direct_weight_grad(xp: DeviceArray, gy: DeviceArray, groups: int, g, w_shape: tuple) -> DeviceArray:
     dw = empty(w_shape, gy.dtype)
     _direct_weight_grad_kernel[_blocks(dw.size), THREADS](_flat(dw), dw.size, _flat(xp), _flat(gy), xp.shape[0], *_direct_args(xp.shape, w_shape, g))
     return dw
-
-conv.direct_conv.register(DeviceArray, direct_conv)
-conv.direct_input_grad.register(DeviceArray, direct_input_grad)
-conv.direct_weight_grad.register(DeviceArray, direct_weight_grad)
 
 # %% ../nbs/16_gpu_ops.ipynb #3880d0df
 @cuda.jit
@@ -226,7 +218,7 @@ def _max_pool_grad_kernel(dx, gy, idx, n, plane_size, OHW):
     t = cuda.grid(1)
     if t < n and idx[t] >= 0: cuda.atomic.add(dx, (t // OHW) * plane_size + idx[t], gy[t])
 
-def max_pool_arrays(x: DeviceArray, g: conv.Geometry):
+def max_pool_arrays(x: DeviceArray, g):
     N, C, H, W = x.shape
     out, idx = empty((N, C, *g.out), x.dtype), empty((N, C, *g.out), np.int64)
     if out.size: _max_pool_kernel[_blocks(out.size), THREADS](_flat(out), _flat(idx), out.size, _flat(x), C, H, W, *_conv_args(g))
@@ -236,9 +228,6 @@ def max_pool_grad(gy: DeviceArray, idx: DeviceArray, shape: tuple) -> DeviceArra
     dx = full(shape, 0, gy.dtype)
     if gy.size: _max_pool_grad_kernel[_blocks(gy.size), THREADS](_flat(dx), _flat(gy), _flat(idx), gy.size, shape[2] * shape[3], gy.shape[2] * gy.shape[3])
     return dx
-
-conv.max_pool_arrays.register(DeviceArray, max_pool_arrays)
-conv.max_pool_grad.register(DeviceArray, max_pool_grad)
 
 # %% ../nbs/16_gpu_ops.ipynb #82838b10
 _uploaded = {}
@@ -283,9 +272,6 @@ def window_mean_grad(gy: DeviceArray, bounds: tuple, shape: tuple) -> DeviceArra
     if gy.size: _window_mean_grad_kernel[_blocks(gy.size), THREADS](_flat(dx), gy.size, _flat(gy), *shape[2:], *_bounds(bounds), *gy.shape[2:])
     return dx
 
-conv.window_mean.register(DeviceArray, window_mean)
-conv.window_mean_grad.register(DeviceArray, window_mean_grad)
-
 # %% ../nbs/16_gpu_ops.ipynb #2f6777b1
 _MASK32 = 0xFFFFFFFF
 
@@ -304,14 +290,12 @@ def _uniform_kernel(out, n, key0, key1):
     k = cuda.grid(1)
     if k < n: out[k] = _mix32(_mix32((k ^ key0) & _MASK32) ^ key1) * (1.0 / 4294967296.0)
 
-def uniform_like(a: DeviceArray) -> DeviceArray:
-    "U[0, 1) samples (float64) in an array of a's shape on the device, keyed from minidl's generator."
+def uniform(shape: tuple, dtype) -> DeviceArray:
+    "U[0, 1) samples in a new device array, keyed from minidl's generator (drawn as float64, then cast to `dtype`)."
     key0, key1 = (int(k) for k in default_generator().integers(0, 2 ** 32, 2))
-    out = empty(a.shape, np.float64)
+    out = empty(shape, np.float64)
     if out.size: _uniform_kernel[_blocks(out.size), THREADS](out.buf, out.size, key0, key1)
-    return out
-
-nn._uniform_like.register(DeviceArray, uniform_like)
+    return out if out.dtype == dtype else out.astype(dtype)
 
 # %% ../nbs/16_gpu_ops.ipynb #cdfaaaa6
 @cuda.jit
@@ -347,14 +331,23 @@ def _adagrad(p, g, acc, *hyper):
     _same_device("Adagrad", p, g, acc)
     adagrad_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(acc), *hyper)
 
-optim._rmsprop_kernel.register(DeviceArray, _rmsprop)
-optim._adagrad_kernel.register(DeviceArray, _adagrad)
-
 # %% ../nbs/16_gpu_ops.ipynb #39ab275a
 class CUDABackend(DeviceBackend):
-    "The complete CUDA backend: lesson 15's primitives, and this lesson's gathers and einsum."
+    "The complete CUDA backend: lesson 15's primitives, and this lesson's gathers, einsum, convolution, pooling, random numbers and updates."
     def take_along_axis(self, a, index, axis): return take_along_axis(a, index, axis)
     def einsum(self, spec, a, b): return einsum(f"{spec[0]},{spec[1]}->{spec[2]}", a, b)
+    def im2col(self, x, geom): return im2col(x, geom)
+    def col2im(self, cols, geom, shape): return col2im(cols, geom, shape)
+    def direct_conv(self, xp, w, groups, geom): return direct_conv(xp, w, groups, geom)
+    def direct_input_grad(self, gy, w, groups, geom, xp_shape): return direct_input_grad(gy, w, groups, geom, xp_shape)
+    def direct_weight_grad(self, xp, gy, groups, geom, w_shape): return direct_weight_grad(xp, gy, groups, geom, w_shape)
+    def max_pool(self, x, geom): return max_pool_arrays(x, geom)
+    def max_pool_grad(self, gy, idx, shape): return max_pool_grad(gy, idx, shape)
+    def window_mean(self, x, bounds): return window_mean(x, bounds)
+    def window_mean_grad(self, gy, bounds, shape): return window_mean_grad(gy, bounds, shape)
+    def uniform(self, shape, dtype): return uniform(shape, dtype)
+    def rmsprop_step(self, p, g, sq, gavg, buf, *hyper): _rmsprop(p, g, sq, gavg, buf, *hyper)
+    def adagrad_step(self, p, g, acc, *hyper): _adagrad(p, g, acc, *hyper)
 
 cuda_backend = register(CUDABackend())
 "The CUDA backend (`DeviceArray`s and numba.cuda kernels)."

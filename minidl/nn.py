@@ -15,7 +15,6 @@ __all__ = ['ReLU', 'GELU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLo
 import math
 from collections import OrderedDict
 import numpy as np
-from . import kernels as K
 from . import ops
 from .autograd import Function, is_grad_enabled, no_grad
 from .core import default_generator
@@ -26,8 +25,8 @@ class Parameter(Tensor):
     "A tensor that is a module's trainable state: registered when assigned to a `Module`, requires grad by default."
     __slots__ = ()
     def __init__(self, data: Tensor = None, requires_grad: bool = True):
-        a = np.zeros(0, np.float32) if data is None else (data._a if isinstance(data, Tensor) else np.asarray(data))
-        super().__init__(a, requires_grad=requires_grad)
+        t = zeros(0, dtype="float32") if data is None else (data if isinstance(data, Tensor) else tensor(data))
+        super().__init__(t._a, requires_grad=requires_grad)           # shares the memory of a tensor it is given
     def __repr__(self): return "Parameter containing:\n" + super().__repr__()
 
 class RemovableHandle:
@@ -132,7 +131,7 @@ def _zero_grad(self, set_to_none: bool = True):
     for p in self.parameters():
         if p.grad is None: continue
         if set_to_none: p.grad = None
-        else: p.grad._a[...] = 0
+        else: p.grad.backend.assign(p.grad._a, 0)
 
 def _apply(self, fn):
     "Call `fn` on every submodule (children first) and on this module; return self."
@@ -153,7 +152,7 @@ def _to(self, dev=None, dtype=None):
                 for x in (t, getattr(t, "grad", None)):
                     if x is None: continue
                     if dev is not None: x._a = _move(x._a, dev)
-                    if dtype is not None and x.dtype.kind == "f": x._a = x._a.astype(dtype)
+                    if dtype is not None and x.dtype.kind == "f": x._a = x.backend.cast(x._a, np.dtype(dtype))
     return self
 
 Module.train, Module.eval = _train, lambda self: _train(self, False)
@@ -185,14 +184,14 @@ def _load_state_dict(self, state_dict, strict: bool = True):
     for k, t in own.items():
         if k in state_dict:
             v = state_dict[k]
-            t._a[...] = v._a if isinstance(v, Tensor) else np.asarray(v)
+            t.backend.assign(t._a, _move((v if isinstance(v, Tensor) else tensor(v))._a, t.device))   # from any device
             t._version[0] += 1
     return missing, unexpected
 
 Module.state_dict, Module.load_state_dict = _state_dict, _load_state_dict
 
 # %% ../nbs/06_nn.ipynb #65df7027
-def _count(m) -> int: return sum(p._a.size for p in m.parameters())
+def _count(m) -> int: return sum(p.numel() for p in m.parameters())
 
 def _module_repr(self):
     extra = self.extra_repr()
@@ -223,7 +222,7 @@ def _fans(t: Tensor) -> tuple:
 
 def _fill(t: Tensor, values: np.ndarray) -> Tensor:
     with no_grad():
-        t._a[...] = values; t._version[0] += 1
+        t.backend.assign(t._a, values); t._version[0] += 1
     return t
 
 def uniform_(t, a=0.0, b=1.0): "Fill with U(a, b)."; return _fill(t, default_generator().uniform(a, b, t.shape))
@@ -364,18 +363,13 @@ class Dropout(Module):
     def forward(self, x): return dropout(x, self.p, self.training)
     def extra_repr(self): return f"p={self.p}"
 
-@K.dispatch
-def _uniform_like(a: np.ndarray) -> np.ndarray:
-    "Samples from U[0, 1) in an array of a's shape on a's device (on the CPU, from `manual_seed`'s generator)."
-    return default_generator().random(a.shape)
-
 def dropout(x, p: float = 0.5, training: bool = True):
     "Zero each element with probability p and scale the rest by 1/(1-p) when `training`; else return x."
     if not 0 <= p <= 1: raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0: return x
     if p == 1: return x * 0
-    keep = _uniform_like(x._a) >= p
-    return x * Tensor((keep / (1 - p)).astype(x.dtype))
+    keep = Tensor(x.backend.uniform(x.shape, np.dtype(np.float64))) >= p     # U[0, 1) from minidl's generator, on x's device
+    return x * (keep.to(x.dtype) * (1 / (1 - p)))
 
 class Embedding(Module):
     "A lookup table of `num_embeddings` vectors; the `padding_idx` row starts at zero and gets no gradient."
@@ -387,14 +381,13 @@ class Embedding(Module):
         self.padding_idx = padding_idx % num_embeddings if padding_idx is not None else None
         self.weight = Parameter(zeros(num_embeddings, embedding_dim))
         normal_(self.weight)
-        if self.padding_idx is not None: self.weight._a[self.padding_idx] = 0
+        if self.padding_idx is not None: self.weight.backend.setitem(self.weight._a, self.padding_idx, 0)
     def forward(self, idx):
         if idx.dtype.kind not in "iu": raise TypeError(f"Embedding: indices must be an integer tensor, got {idx.dtype}")
-        if idx.numel() and (idx._a.min() < 0 or idx._a.max() >= self.num_embeddings):
-            raise IndexError(f"Embedding: index out of range [0, {self.num_embeddings}) (min {idx._a.min()}, max {idx._a.max()})")
+        idx.backend.check_range(idx._a, 0, self.num_embeddings, f"Embedding: index out of range [0, {self.num_embeddings}): got {{}}")
         out = self.weight[idx]
         if self.padding_idx is not None and out.requires_grad:    # same values; no gradient reaches the padding row
-            out = ops.where(Tensor((idx._a != self.padding_idx)[..., None]), out, Tensor(out._a))
+            out = ops.where((idx != self.padding_idx).unsqueeze(-1), out, out.detach())
         return out
     def extra_repr(self): return f"{self.num_embeddings}, {self.embedding_dim}" + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
@@ -441,9 +434,9 @@ class _BatchNorm(Module):
                 n = x.numel() // self.num_features
                 with no_grad():
                     m = self.momentum
-                    self.running_mean._a[...] = (1 - m) * self.running_mean._a + m * mu._a.reshape(-1)
-                    self.running_var._a[...] = (1 - m) * self.running_var._a + m * var._a.reshape(-1) * n / max(n - 1, 1)
-                    self.num_batches_tracked._a[...] += 1
+                    self.running_mean.mul_(1 - m).add_(mu.reshape(-1) * m)
+                    self.running_var.mul_(1 - m).add_(var.reshape(-1) * m * n / max(n - 1, 1))
+                    self.num_batches_tracked.add_(1)
         else:
             mu, var = self.running_mean.reshape(*shape), self.running_var.reshape(*shape)
         y = (x - mu) * (var + self.eps).rsqrt()
@@ -462,53 +455,61 @@ def _reduction(r):
     return r
 
 class _ClassTargets:
-    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c] (spread is 0 without label smoothing)."
-    def __init__(self, t, hit, spread, w, smoothing: bool):
-        self.t, self.hit, self.spread, self.w, self.smoothing = t, hit, spread, w, smoothing
-        self.rows = np.arange(len(t), like=t)           # like=: made on t's device
-    def row_sums(self): return self.hit + self.spread * self.w.sum()
+    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c] (spread is 0 without label smoothing); arrays of backend `B`."
+    def __init__(self, B, t, hit, spread, w, smoothing: bool):
+        self.B, self.t, self.hit, self.spread, self.w, self.smoothing = B, t, hit, spread, w, smoothing
+        self.at = (B.arange(0, t.shape[0], 1, np.dtype(np.int64)), t)      # the (row, target) pairs
+    def row_sums(self):
+        B = self.B
+        return B.map("add", self.hit, B.map("mul", self.spread, B.sum(self.w, (0,), False)))
     def row_dots(self, x):
-        d = self.hit * x[self.rows, self.t]
-        return d + self.spread * (x * self.w).sum(1) if self.smoothing else d
+        B = self.B
+        d = B.map("mul", self.hit, B.getitem(x, self.at))
+        return B.map("add", d, B.map("mul", self.spread, B.sum(B.map("mul", x, self.w), (1,), False))) if self.smoothing else d
     def subtract_from(self, g, scale):
         "g -= scale[:, None] * q, in place."
-        g[self.rows, self.t] -= (scale * self.hit).astype(g.dtype)
-        if self.smoothing: g -= ((scale * self.spread)[:, None] * self.w).astype(g.dtype)
+        B = self.B
+        B.setitem(g, self.at, B.map("sub", B.getitem(g, self.at), B.cast(B.map("mul", scale, self.hit), g.dtype)))
+        if self.smoothing: B.assign(g, B.map("sub", g, B.cast(B.map("mul", B.reshape(B.map("mul", scale, self.spread), (-1, 1)), self.w), g.dtype)))
     def dense(self):
-        q = self.spread[:, None] * self.w
-        q[self.rows, self.t] += self.hit
+        B = self.B
+        q = B.map("mul", B.reshape(self.spread, (-1, 1)), self.w)
+        B.setitem(q, self.at, B.map("add", B.getitem(q, self.at), self.hit))
         return q
 
 class _ProbTargets:
-    "Dense target weights q (N, C), for class-probability targets."
-    def __init__(self, q): self.q = q
-    def row_sums(self): return self.q.sum(1)
-    def row_dots(self, x): return (self.q * x).sum(1)
-    def subtract_from(self, g, scale): g -= (scale[:, None] * self.q).astype(g.dtype)
+    "Dense target weights q (N, C), for class-probability targets; an array of backend `B`."
+    def __init__(self, B, q): self.B, self.q = B, q
+    def row_sums(self): return self.B.sum(self.q, (1,), False)
+    def row_dots(self, x): return self.B.sum(self.B.map("mul", self.q, x), (1,), False)
+    def subtract_from(self, g, scale):
+        B = self.B
+        B.assign(g, B.map("sub", g, B.cast(B.map("mul", B.reshape(scale, (-1, 1)), self.q), g.dtype)))
     def dense(self): return self.q
 
 class CrossEntropyFn(Function):
     "Fused log-softmax + negative log-likelihood over rows of `x` (N, C), against `targets` (a `_ClassTargets` or `_ProbTargets`)."
     @staticmethod
     def forward(ctx, x, targets, denom, reduction):
-        lse, a = x.backend.logsumexp(x._a, 1), targets.row_sums()
-        losses = a * lse - targets.row_dots(x._a)
+        B = x.backend
+        lse, a = B.logsumexp(x._a, 1), targets.row_sums()
+        losses = B.map("sub", B.map("mul", a, lse), targets.row_dots(x._a))       # float64
         ctx.targets, ctx.a, ctx.lse, ctx.denom, ctx.reduction = targets, a, lse, denom, reduction
         ctx.save_for_backward(x)
-        if reduction == "none": return Tensor(losses.astype(x.dtype))
-        total = losses.sum(dtype=np.float64, keepdims=True)           # kept (1,): an array on any device
-        return Tensor((total / denom if reduction == "mean" else total).astype(x.dtype).reshape(()))
+        if reduction == "none": return Tensor(B.cast(losses, x.dtype))
+        total = B.sum(losses, (0,), False)
+        return Tensor(B.cast(B.map("div", total, denom) if reduction == "mean" else total, x.dtype))
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
-        q, a = ctx.targets, ctx.a
+        q, a, B = ctx.targets, ctx.a, x.backend
         if is_grad_enabled():         # building a second derivative: the same formula as tensor ops
-            grad = x.softmax(1) * Tensor(a[:, None].astype(x.dtype)) - Tensor(q.dense().astype(x.dtype))
+            grad = x.softmax(1) * Tensor(B.cast(B.reshape(a, (-1, 1)), x.dtype)) - Tensor(B.cast(q.dense(), x.dtype))
             if ctx.reduction == "none": return grad * g.unsqueeze(1), None, None, None
-            return grad * (g / ctx.denom if ctx.reduction == "mean" else g), None, None, None
-        g64 = g._a.astype(np.float64)
-        scale = g64 if ctx.reduction == "none" else np.broadcast_to(g64 / ctx.denom if ctx.reduction == "mean" else g64, a.shape)
-        p = x.backend.softmax_from_lse(x._a, ctx.lse, a * scale)
+            return grad * (g / Tensor(ctx.denom) if ctx.reduction == "mean" else g), None, None, None
+        g64 = B.cast(g._a, np.dtype(np.float64))
+        scale = g64 if ctx.reduction == "none" else B.broadcast_to(B.map("div", g64, ctx.denom) if ctx.reduction == "mean" else g64, a.shape)
+        p = B.softmax_from_lse(x._a, ctx.lse, B.map("mul", a, scale))
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 
@@ -535,18 +536,21 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
     x = input.permute(*last).reshape(-1, C) if spatial else input
     if target.device != input.device:
         raise RuntimeError(f"cross_entropy: input is on {input.device} but target is on {target.device}; move them to one device")
-    w = np.ones(C, like=input._a) if weight is None else weight._a.astype(np.float64)
+    B, f64 = input.backend, np.dtype(np.float64)
+    w = B.full((C,), 1.0, f64) if weight is None else B.cast(weight._a, f64)
     if w.shape != (C,): raise ValueError(f"cross_entropy: weight must have shape ({C},), got {w.shape}")
     eps = label_smoothing
     if probs:
-        q = (target.permute(*last).reshape(-1, C) if spatial else target)._a.astype(np.float64)
-        targets, denom = _ProbTargets(((1 - eps) * q + eps / C) * w), q.shape[0]
+        q = B.cast((target.permute(*last).reshape(-1, C) if spatial else target)._a, f64)
+        targets, denom = _ProbTargets(B, B.map("mul", B.map("add", B.map("mul", 1 - eps, q), eps / C), w)), B.full((), q.shape[0], f64)
     else:
-        t = target._a.reshape(-1).astype(np.int64)
-        valid = t != ignore_index
-        tv = np.where(valid, t, 0)
-        input.backend.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
-        targets, denom = _ClassTargets(tv, (1 - eps) * w[tv] * valid, eps / C * valid, w, eps > 0), (w[tv] * valid).sum()
+        t = B.cast(B.reshape(target._a, (-1,)), np.dtype(np.int64))
+        valid = B.map("ne", t, ignore_index)
+        tv = B.where(valid, t, 0)
+        B.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
+        wt = B.map("mul", B.getitem(w, tv), valid)                 # each row's class weight, 0 where ignored
+        targets = _ClassTargets(B, tv, B.map("mul", 1 - eps, wt), B.map("mul", eps / C, valid), w, eps > 0)
+        denom = B.sum(wt, (0,), False)
     loss = CrossEntropyFn.apply(x, targets, denom, reduction)
     return loss.reshape(input.shape[0], *spatial) if reduction == "none" and spatial else loss
 
@@ -563,10 +567,10 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     "Negative log-likelihood of class indices `target` (N,) under log-probabilities `input` (N, C)."
     if input.ndim != 2 or tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"nll_loss: expected input (N, C) and target (N,), got {tuple(input.shape)} and {tuple(target.shape)}")
-    t = target._a.astype(np.int64); valid = t != ignore_index; tv = np.where(valid, t, 0)
-    w = np.ones(input.shape[1], like=t) if weight is None else weight._a.astype(np.float64)     # like=: on the target's device
-    wt = Tensor((w[tv] * valid).astype(input.dtype))
-    l = -input.gather(1, Tensor(tv).unsqueeze(1)).squeeze(1) * wt
+    t = target.long(); valid = t != ignore_index; tv = ops.where(valid, t, 0)
+    w = ones(input.shape[1], dtype="float64", device=input.device) if weight is None else weight.double()
+    wt = (w[tv] * valid).to(input.dtype)
+    l = -input.gather(1, tv.unsqueeze(1)).squeeze(1) * wt
     r = _reduction(reduction)
     return l.sum() / wt.sum() if r == "mean" else _reduce(l, r)
 
@@ -585,7 +589,7 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     "BCE for probabilities in [0, 1]; logs are clamped at -100 like PyTorch, so 0 and 1 give finite losses."
     _same_shape("binary_cross_entropy", input, target)
-    if input.numel() and (input._a.min() < 0 or input._a.max() > 1):
+    if input.numel() and (input.min() < 0 or input.max() > 1):
         raise ValueError("binary_cross_entropy: all input values must be between 0 and 1 (pass logits to binary_cross_entropy_with_logits)")
     l = -(target * ops.clamp(input.log(), min=-100) + (1 - target) * ops.clamp((1 - input).log(), min=-100))
     return _reduce(l * weight if weight is not None else l, reduction)

@@ -11,11 +11,16 @@ import bisect
 import math
 import numpy as np
 from numba import njit
-from .kernels import dispatch
+from .backend import cpu_backend, implement
 from .autograd import enable_grad, no_grad
-from .tensor import Tensor, _move
+from .tensor import Tensor, _move, tensor
 
 # %% ../nbs/07_optim.ipynb #e471fd91
+def _state_buffer(v: Tensor, p: Tensor):
+    "A flat copy of the state tensor `v` in p's dtype, on p's device."
+    B = p.backend
+    return B.reshape(B.copy(B.cast(_move(v.detach()._a, p.device), p.dtype)), (-1,))
+
 class Optimizer:
     "Base class: parameter groups, per-parameter state, `zero_grad`, `state_dict`/`load_state_dict`."
     def __init__(self, params, defaults: dict):
@@ -44,17 +49,18 @@ class Optimizer:
             for p in g["params"]:
                 if p.grad is None: continue
                 if set_to_none: p.grad = None
-                else: p.grad._a[...] = 0
+                else: p.grad.backend.assign(p.grad._a, 0)
 
     def _params_with_grad(self, group):
         for p in group["params"]:
             if p.grad is None: continue
-            if not p._a.flags.c_contiguous: raise RuntimeError(f"parameter of shape {tuple(p.shape)} is not contiguous; the fused update needs contiguous memory")
-            yield p, p._a.reshape(-1), p.grad._a.astype(p.dtype, copy=False).reshape(-1)    # reshape copies if not contiguous
+            if not p.is_contiguous(): raise RuntimeError(f"parameter of shape {tuple(p.shape)} is not contiguous; the fused update needs contiguous memory")
+            B = p.backend
+            yield p, B.reshape(p._a, (-1,)), B.reshape(B.cast(p.grad._a, p.dtype), (-1,))    # reshape copies if not contiguous
 
     def _buffer(self, p, name, init=0.0):
         st = self.state.setdefault(p, {})
-        if name not in st: st[name] = np.full(p._a.size, init, p.dtype, like=p._a)    # on p's device
+        if name not in st: st[name] = p.backend.full((p.numel(),), init, p.dtype)    # on p's device
         return st[name]
 
     def step(self, closure=None):
@@ -87,11 +93,11 @@ class Optimizer:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
-            s = {k: (v.detach()._a if isinstance(v, Tensor) else v) for k, v in s.items()}   # as state_dict or minidl.load give them
+            s = {k: (tensor(v) if hasattr(v, "shape") and not isinstance(v, Tensor) else v) for k, v in s.items()}   # arrays as tensors
             for k, v in s.items():
-                if hasattr(v, "shape") and v.size != p._a.size:
-                    raise ValueError(f"state {k!r} of parameter {i} has {v.size} values, the parameter has {p._a.size}")
-            self.state[p] = {k: (_move(v, p.device).astype(p.dtype).reshape(-1) if hasattr(v, "shape") else v) for k, v in s.items()}   # copies, on p's device
+                if isinstance(v, Tensor) and v.numel() != p.numel():
+                    raise ValueError(f"state {k!r} of parameter {i} has {v.numel()} values, the parameter has {p.numel()}")
+            self.state[p] = {k: (_state_buffer(v, p) if isinstance(v, Tensor) else v) for k, v in s.items()}
         for saved, own in zip(groups, self.param_groups):
             own.update({k: v for k, v in saved.items() if k != "params"})
 
@@ -103,7 +109,6 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 # %% ../nbs/07_optim.ipynb #15373cca
-@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _sgd_kernel(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     for i in range(p.size):
@@ -113,6 +118,8 @@ def _sgd_kernel(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, firs
             buf[i] = b
             d = d + momentum * b if nesterov else b
         p[i] -= lr * d
+
+implement(cpu_backend, sgd_step=_sgd_kernel)      # the CPU backend's SGD update (lesson 02b)
 
 class SGD(Optimizer):
     "Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and weight decay."
@@ -128,14 +135,14 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0): raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
     def _update(self, group, p, flat, g):
-        if group["maximize"]: g = -g
+        B = p.backend
+        if group["maximize"]: g = B.map("neg", g)
         first = "momentum_buffer" not in self.state.get(p, {})
-        buf = self._buffer(p, "momentum_buffer") if group["momentum"] else np.empty(0, p.dtype)
+        buf = self._buffer(p, "momentum_buffer") if group["momentum"] else B.empty((0,), p.dtype)
         t = p.dtype.type
-        _sgd_kernel(flat, g, buf, t(group["lr"]), t(group["momentum"]), t(group["dampening"]), t(group["weight_decay"]), group["nesterov"], first)
+        B.sgd_step(flat, g, buf, t(group["lr"]), t(group["momentum"]), t(group["dampening"]), t(group["weight_decay"]), group["nesterov"], first)
 
 # %% ../nbs/07_optim.ipynb #9c0f270e
-@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2):
     step_size = lr / bc1
@@ -151,6 +158,8 @@ def _adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decouple
             vmax[i] = max(vmax[i], vi); vi = vmax[i]
         p[i] -= step_size * m[i] / (math.sqrt(vi) / sqrt_bc2 + eps)
 
+implement(cpu_backend, adam_step=_adam_kernel)
+
 class Adam(Optimizer):
     "Adam (Kingma & Ba), weight decay added to the gradient."
     _decoupled = False
@@ -165,13 +174,14 @@ class Adam(Optimizer):
         if not all(0 <= b < 1 for b in betas): raise ValueError(f"Invalid beta parameters: {betas} (each must be in [0, 1))")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize))
     def _update(self, group, p, flat, g):
-        if group["maximize"]: g = -g
+        B = p.backend
+        if group["maximize"]: g = B.map("neg", g)
         st = self.state.setdefault(p, {})
         st["step"] = st.get("step", 0) + 1
         (b1, b2), t = group["betas"], p.dtype.type
         m, v = self._buffer(p, "exp_avg"), self._buffer(p, "exp_avg_sq")
-        vmax = self._buffer(p, "max_exp_avg_sq") if group["amsgrad"] else np.empty(0, p.dtype)
-        _adam_kernel(flat, g, m, v, vmax, t(group["lr"]), t(b1), t(b2), t(group["eps"]), t(group["weight_decay"]),
+        vmax = self._buffer(p, "max_exp_avg_sq") if group["amsgrad"] else B.empty((0,), p.dtype)
+        B.adam_step(flat, g, m, v, vmax, t(group["lr"]), t(b1), t(b2), t(group["eps"]), t(group["weight_decay"]),
                      self._decoupled, group["amsgrad"], t(1 - b1 ** st["step"]), t(1 - b2 ** st["step"]))
 
 class AdamW(Adam):
@@ -181,7 +191,6 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
 
 # %% ../nbs/07_optim.ipynb #2a1e4e2e
-@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered):
     for i in range(p.size):
@@ -198,7 +207,6 @@ def _rmsprop_kernel(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum,
         else:
             p[i] -= lr * gi / avg
 
-@dispatch
 @njit(cache=True, fastmath={"contract"})
 def _adagrad_kernel(p, g, acc, clr, eps, weight_decay):
     for i in range(p.size):
@@ -206,16 +214,19 @@ def _adagrad_kernel(p, g, acc, clr, eps, weight_decay):
         acc[i] += gi * gi
         p[i] -= clr * gi / (math.sqrt(acc[i]) + eps)
 
+implement(cpu_backend, rmsprop_step=_rmsprop_kernel, adagrad_step=_adagrad_kernel)    # the CPU backend's primitives (lesson 02b)
+
 class RMSprop(Optimizer):
     "Divide by a running root-mean-square of the gradient (Hinton); optional momentum and centering."
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False):
         if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize))
     def _update(self, group, p, flat, g):
-        if group["maximize"]: g = -g
+        B = p.backend
+        if group["maximize"]: g = B.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
-        t, empty = p.dtype.type, np.empty(0, p.dtype)
-        _rmsprop_kernel(flat, g, self._buffer(p, "square_avg"), self._buffer(p, "grad_avg") if group["centered"] else empty,
+        t, empty = p.dtype.type, B.empty((0,), p.dtype)
+        B.rmsprop_step(flat, g, self._buffer(p, "square_avg"), self._buffer(p, "grad_avg") if group["centered"] else empty,
                         self._buffer(p, "momentum_buffer") if group["momentum"] > 0 else empty,
                         t(group["lr"]), t(group["alpha"]), t(group["eps"]), t(group["weight_decay"]), t(group["momentum"]), group["centered"])
 
@@ -225,11 +236,11 @@ class Adagrad(Optimizer):
         if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
     def _update(self, group, p, flat, g):
-        if group["maximize"]: g = -g
+        if group["maximize"]: g = p.backend.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
         t = p.dtype.type
         clr = group["lr"] / (1 + (st["step"] - 1) * group["lr_decay"])
-        _adagrad_kernel(flat, g, self._buffer(p, "sum", group["initial_accumulator_value"]), t(clr), t(group["eps"]), t(group["weight_decay"]))
+        p.backend.adagrad_step(flat, g, self._buffer(p, "sum", group["initial_accumulator_value"]), t(clr), t(group["eps"]), t(group["weight_decay"]))
 
 # %% ../nbs/07_optim.ipynb #35cee2da
 class LRScheduler:
@@ -319,13 +330,13 @@ class OneCycleLR(LRScheduler):
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> Tensor:
     "Scale all gradients together so that their joint norm is at most `max_norm`; return the norm before clipping."
     grads = [p.grad for p in ([parameters] if isinstance(parameters, Tensor) else parameters) if p.grad is not None]
-    if not grads: return Tensor(np.asarray(0.0, np.float32))
-    if norm_type == math.inf: total = max(float(np.abs(g._a).max()) for g in grads)
-    else: total = float(sum(float((np.abs(g._a.astype(np.float64)) ** norm_type).sum()) for g in grads) ** (1 / norm_type))
+    if not grads: return tensor(0.0)
+    if norm_type == math.inf: total = max(float(g.abs().max()) for g in grads)
+    else: total = float(sum(float((g.double().abs() ** norm_type).sum()) for g in grads) ** (1 / norm_type))
     coef = max_norm / (total + 1e-6)
     if coef < 1:
-        for g in grads: g._a *= g.dtype.type(coef)
-    return Tensor(np.asarray(total, grads[0].dtype))
+        for g in grads: g.mul_(coef)
+    return tensor(total, dtype=grads[0].dtype)
 
 def clip_grad_value_(parameters, clip_value: float):
     "Clamp every gradient element to [-clip_value, clip_value]."

@@ -1,5 +1,6 @@
-"""Tensors on the CUDA device (numba's simulator when there is no GPU): every op, forward and backward,
-against the same op on the CPU; copies between host and device counted; errors for mixed devices."""
+"""Tensors on the CUDA device (numba's simulator when there is no GPU), beyond the op suite (tests/test_op_suite.py):
+losses, BatchNorm, dropout, optimizers and whole training steps against the CPU; copies between host and device
+counted; errors for mixed devices."""
 import numpy as np
 import pytest
 
@@ -8,71 +9,7 @@ import minidl.nn as nn
 import minidl.nn.functional as F
 from minidl import gpu
 from minidl.core import manual_seed
-
-
-def _pair(shape, low=-2.0, high=2.0, seed=0, dtype=np.float64):
-    "The same values as a CPU leaf and a CUDA leaf, both requiring grad."
-    a = np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
-    cpu = minidl.tensor(a, requires_grad=True)
-    dev = minidl.tensor(a, device="cuda", requires_grad=True)
-    return cpu, dev
-
-
-def _same(fn, *shapes, low=-2.0, high=2.0, rtol=1e-9, dtype=np.float64):
-    "fn on CPU and CUDA inputs: equal outputs and equal gradients of sum(out * weights)."
-    pairs = [_pair(s, low, high, seed=i, dtype=dtype) for i, s in enumerate(shapes)]
-    out_c, out_d = fn(*[p[0] for p in pairs]), fn(*[p[1] for p in pairs])
-    assert str(out_d.device) == "cuda:0"
-    np.testing.assert_allclose(out_d.cpu().detach().numpy(), out_c.detach().numpy(), rtol=rtol, atol=rtol)
-    w = np.random.default_rng(9).standard_normal(out_c.shape).astype(dtype)
-    (out_c * minidl.tensor(w)).sum().backward()
-    (out_d * minidl.tensor(w, device="cuda")).sum().backward()
-    for c, d in pairs:
-        if c.grad is None:                                      # an input the function does not use
-            assert d.grad is None; continue
-        assert str(d.grad.device) == "cuda:0"
-        np.testing.assert_allclose(d.grad.cpu().numpy(), c.grad.numpy(), rtol=rtol, atol=rtol)
-
-
-UNARY = {
-    "exp": lambda x: x.exp(), "log": lambda x: (x.abs() + 0.1).log(), "sqrt": lambda x: (x.abs() + 0.1).sqrt(),
-    "rsqrt": lambda x: (x.abs() + 0.1).rsqrt(), "tanh": lambda x: x.tanh(), "sin": lambda x: x.sin(), "cos": lambda x: x.cos(),
-    "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(), "gelu": lambda x: x.gelu(), "silu": lambda x: x.silu(),
-    "abs": lambda x: x.abs(), "neg": lambda x: -x, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "elu": lambda x: F.elu(x),
-    "softplus": lambda x: F.softplus(x), "clamp": lambda x: x.clamp(-1, 0.5), "pow": lambda x: x ** 2, "log1p": lambda x: (x.abs()).log1p(),
-}
-
-@pytest.mark.parametrize("name", sorted(UNARY))
-def test_unary_ops_match_cpu(name):
-    _same(UNARY[name], (3, 5))
-
-
-BINARY = {
-    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / (b.abs() + 0.5),
-    "maximum": lambda a, b: minidl.maximum(a, b), "minimum": lambda a, b: minidl.minimum(a, b),
-    "where": lambda a, b: minidl.where(a > b, a, b * 2), "pow": lambda a, b: (a.abs() + 0.5) ** b,
-}
-
-@pytest.mark.parametrize("name", sorted(BINARY))
-def test_binary_ops_with_broadcasting_match_cpu(name):
-    _same(BINARY[name], (4, 1, 3), (2, 3))
-
-
-@pytest.mark.parametrize("fn", [
-    lambda x: x.sum(), lambda x: x.sum(1), lambda x: x.sum((0, 2), keepdim=True), lambda x: x.mean(-1),
-    lambda x: x.var(0), lambda x: x.std(), lambda x: x.softmax(1), lambda x: x.log_softmax(-1), lambda x: x.logsumexp(0),
-    lambda x: x.permute(2, 0, 1).reshape(4, 6), lambda x: x[1:, ::2, None], lambda x: x.transpose(0, 2)[1],
-    lambda x: x.expand(2, 3, 4, 2).sum(0), lambda x: minidl.cat([x, x * 2], 1), lambda x: minidl.stack([x, x], -1),
-    lambda x: x.max(), lambda x: x.reshape(-1)[minidl.tensor([0, 5, 5, -1], device=x.device)],
-])
-def test_reductions_views_and_indexing_match_cpu(fn):
-    _same(fn, (3, 4, 2))
-
-
-@pytest.mark.parametrize("shapes", [((5, 7), (7, 3)), ((2, 5, 7), (7, 4)), ((3,), (3, 2)), ((2, 1, 4, 3), (5, 3, 2))])
-def test_matmul_matches_cpu(shapes):
-    _same(lambda a, b: a @ b, *shapes)
-    _same(lambda a, b: a @ b, *shapes, dtype=np.float32, rtol=2e-5)
+from .op_suite import inputs, same_as_cpu as _same
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"label_smoothing": 0.1},
@@ -183,34 +120,6 @@ def test_unsupported_numpy_functions_and_boolean_masks_raise_a_clear_error():
         x[x > 0]
 
 
-CONV = {
-    "conv2d dense, stride, padding, dilation": lambda x, w: F.conv2d(x, w[:4], stride=(2, 1), padding=1, dilation=(1, 2)),
-    "conv2d same padding, bias": lambda x, w: F.conv2d(x, w[:4], w[:4, 0, 0, 0], padding="same"),
-    "conv2d depthwise (direct kernel)": lambda x, w: F.conv2d(x, w[:3, :1], stride=2, padding=(1, 0), groups=3),
-    "conv2d grouped": lambda x, w: F.conv2d(minidl.cat([x, x * 2], 1), w[:4], groups=2),
-    "conv1d": lambda x, w: F.conv1d(x[:, :, 0], w[:4, :, 0], padding=2, dilation=2),
-    "conv_transpose2d": lambda x, w: F.conv_transpose2d(x, w[:3], stride=2, padding=1, output_padding=1),
-    "unfold": lambda x, w: F.unfold(x, (2, 3), padding=1, stride=(2, 1)),
-    "fold of unfold": lambda x, w: F.fold(F.unfold(x, 2, padding=1), (6, 5), 2, padding=1),
-    "max_pool2d ceil_mode": lambda x, w: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
-    "max_pool2d overlapping, dilated": lambda x, w: F.max_pool2d(x, 2, 1, dilation=2),
-    "max_pool2d 2x2": lambda x, w: F.max_pool2d(x, 2),
-    "max_pool1d": lambda x, w: F.max_pool1d(x[:, :, 1], 2),
-    "avg_pool2d": lambda x, w: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
-    "avg_pool2d divisor": lambda x, w: F.avg_pool2d(x, 2, 1, divisor_override=3),
-    "adaptive_avg_pool2d": lambda x, w: F.adaptive_avg_pool2d(x, (4, 3)),
-    "pad reflect": lambda x, w: F.pad(x, (2, 1, 1, 3), "reflect"),
-    "pad replicate": lambda x, w: F.pad(x, (1, 2), "replicate"),
-    "pad circular": lambda x, w: F.pad(x, (3, 0, 0, 2), "circular"),
-    "pad constant": lambda x, w: F.pad(x, (1, 1, 2, 0), value=0.5),
-    "group_norm": lambda x, w: F.group_norm(x, 1, w[0, :, 0, 0], w[1, :, 0, 0]),
-}
-
-@pytest.mark.parametrize("name", sorted(CONV))
-def test_convolution_pooling_and_padding_match_cpu(name):
-    _same(CONV[name], (2, 3, 6, 5), (6, 3, 3, 3))
-
-
 def test_batch_norm_2d_matches_cpu_in_training_and_eval():
     manual_seed(0)
     bn_c = nn.BatchNorm2d(3); bn_d = nn.BatchNorm2d(3).to("cuda")
@@ -219,20 +128,6 @@ def test_batch_norm_2d_matches_cpu_in_training_and_eval():
         np.testing.assert_allclose(getattr(bn_d, name).cpu().numpy(), getattr(bn_c, name).numpy(), rtol=1e-9)
     bn_c.eval(); bn_d.eval()
     _same(lambda x: bn_c(x) if x.device.type == "cpu" else bn_d(x), (2, 3, 3, 2))
-
-
-GATHER = {
-    "gather": lambda x: x.gather(1, minidl.tensor([[0, 3], [2, 2], [-1, 1]], device=x.device)),
-    "max dim": lambda x: x.max(1).values, "min dim keepdim": lambda x: x.min(0, keepdim=True).values,
-    "max all": lambda x: x.max(), "prod": lambda x: x.prod(1), "prod all": lambda x: x.prod(),
-    "einsum matmul": lambda x: minidl.einsum("ij,kj->ik", x, x * 2),
-    "einsum outer, summed letter": lambda x: minidl.einsum("ij,kl->jk", x, x[:2, :3]),
-    "einsum transposed output": lambda x: minidl.einsum("ij,ik->kj", x, x.exp()),
-}
-
-@pytest.mark.parametrize("name", sorted(GATHER))
-def test_gathers_products_and_einsum_match_cpu(name):
-    _same(GATHER[name], (3, 4))
 
 
 def test_argmax_and_nll_loss_match_cpu():
@@ -323,7 +218,7 @@ def test_device_array_keeps_no_numpy_array_over_memory_it_does_not_own():
 
 
 def test_clip_grad_value_works_on_the_device():
-    w_cpu, w_dev = _pair((3, 4))
+    (w_cpu,), (w_dev,) = inputs([(3, 4)], "cpu"), inputs([(3, 4)], "cuda")
     for w in (w_cpu, w_dev): (w * 3).sum().backward(); minidl.optim.clip_grad_value_([w], 1.5)
     assert str(w_dev.grad.device) == "cuda:0"
     np.testing.assert_array_equal(w_dev.grad.cpu().numpy(), w_cpu.grad.numpy())

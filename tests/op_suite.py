@@ -1,0 +1,98 @@
+"""One list of differentiable ops for every backend: each entry is a function of tensors and the shapes of its inputs.
+`tests/test_op_suite.py` runs every entry on every device: on the CPU against float64 central differences, on CUDA
+(numba's simulator without a GPU) against the CPU, forward and backward."""
+import numpy as np
+
+import minidl
+import minidl.nn.functional as F
+
+UNARY = {
+    "exp": lambda x: x.exp(), "log": lambda x: (x.abs() + 0.1).log(), "sqrt": lambda x: (x.abs() + 0.1).sqrt(),
+    "rsqrt": lambda x: (x.abs() + 0.1).rsqrt(), "tanh": lambda x: x.tanh(), "sin": lambda x: x.sin(), "cos": lambda x: x.cos(),
+    "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(), "gelu": lambda x: x.gelu(), "silu": lambda x: x.silu(),
+    "abs": lambda x: x.abs(), "neg": lambda x: -x, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "elu": lambda x: F.elu(x),
+    "softplus": lambda x: F.softplus(x), "clamp": lambda x: x.clamp(-1, 0.5), "square": lambda x: x ** 2, "log1p": lambda x: (x.abs()).log1p(),
+}
+
+BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / (b.abs() + 0.5),
+    "maximum": lambda a, b: minidl.maximum(a, b), "minimum": lambda a, b: minidl.minimum(a, b),
+    "where": lambda a, b: minidl.where(a > b, a, b * 2), "pow": lambda a, b: (a.abs() + 0.5) ** b,
+}
+
+REDUCTIONS_AND_VIEWS = {
+    "sum": lambda x: x.sum(), "sum dim": lambda x: x.sum(1), "sum dims keepdim": lambda x: x.sum((0, 2), keepdim=True),
+    "mean": lambda x: x.mean(-1), "var": lambda x: x.var(0), "std": lambda x: x.std(),
+    "softmax": lambda x: x.softmax(1), "log_softmax": lambda x: x.log_softmax(-1), "logsumexp": lambda x: x.logsumexp(0),
+    "permute reshape": lambda x: x.permute(2, 0, 1).reshape(4, 6), "slice with step and new axis": lambda x: x[1:, ::2, None],
+    "transpose then index": lambda x: x.transpose(0, 2)[1], "expand then sum": lambda x: x.expand(2, 3, 4, 2).sum(0),
+    "cat": lambda x: minidl.cat([x, x * 2], 1), "stack": lambda x: minidl.stack([x, x], -1), "max all": lambda x: x.max(),
+    "integer-array index": lambda x: x.reshape(-1)[minidl.tensor([0, 5, 5, -1], device=x.device)],
+}
+
+CONV = {
+    "conv2d dense, stride, padding, dilation": lambda x, w: F.conv2d(x, w[:4], stride=(2, 1), padding=1, dilation=(1, 2)),
+    "conv2d same padding, bias": lambda x, w: F.conv2d(x, w[:4], w[:4, 0, 0, 0], padding="same"),
+    "conv2d depthwise (direct kernel)": lambda x, w: F.conv2d(x, w[:3, :1], stride=2, padding=(1, 0), groups=3),
+    "conv2d grouped": lambda x, w: F.conv2d(minidl.cat([x, x * 2], 1), w[:4], groups=2),
+    "conv1d": lambda x, w: F.conv1d(x[:, :, 0], w[:4, :, 0], padding=2, dilation=2),
+    "conv_transpose2d": lambda x, w: F.conv_transpose2d(x, w[:3], stride=2, padding=1, output_padding=1),
+    "unfold": lambda x, w: F.unfold(x, (2, 3), padding=1, stride=(2, 1)),
+    "fold of unfold": lambda x, w: F.fold(F.unfold(x, 2, padding=1), (6, 5), 2, padding=1),
+    "max_pool2d ceil_mode": lambda x, w: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+    "max_pool2d overlapping, dilated": lambda x, w: F.max_pool2d(x, 2, 1, dilation=2),
+    "max_pool2d 2x2": lambda x, w: F.max_pool2d(x, 2),
+    "max_pool1d": lambda x, w: F.max_pool1d(x[:, :, 1], 2),
+    "avg_pool2d": lambda x, w: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    "avg_pool2d divisor": lambda x, w: F.avg_pool2d(x, 2, 1, divisor_override=3),
+    "adaptive_avg_pool2d": lambda x, w: F.adaptive_avg_pool2d(x, (4, 3)),
+    "pad reflect": lambda x, w: F.pad(x, (2, 1, 1, 3), "reflect"),
+    "pad replicate": lambda x, w: F.pad(x, (1, 2), "replicate"),
+    "pad circular": lambda x, w: F.pad(x, (3, 0, 0, 2), "circular"),
+    "pad constant": lambda x, w: F.pad(x, (1, 1, 2, 0), value=0.5),
+    "group_norm": lambda x, w: F.group_norm(x, 1, w[0, :, 0, 0], w[1, :, 0, 0]),
+}
+
+GATHERS = {
+    "gather": lambda x: x.gather(1, minidl.tensor([[0, 3], [2, 2], [-1, 1]], device=x.device)),
+    "max dim": lambda x: x.max(1).values, "min dim keepdim": lambda x: x.min(0, keepdim=True).values,
+    "prod": lambda x: x.prod(1), "prod all": lambda x: x.prod(),
+    "einsum matmul": lambda x: minidl.einsum("ij,kj->ik", x, x * 2),
+    "einsum outer, summed letter": lambda x: minidl.einsum("ij,kl->jk", x, x[:2, :3]),
+    "einsum transposed output": lambda x: minidl.einsum("ij,ik->kj", x, x.exp()),
+}
+
+MATMUL = {"matrix @ matrix": ((5, 7), (7, 3)), "batch @ matrix": ((2, 5, 7), (7, 4)), "vector @ matrix": ((3,), (3, 2)),
+          "broadcast batches": ((2, 1, 4, 3), (5, 3, 2))}
+
+OPS = {
+    **{f"unary {k}": (f, [(3, 5)]) for k, f in UNARY.items()},
+    **{f"binary {k}": (f, [(4, 1, 3), (2, 3)]) for k, f in BINARY.items()},
+    **{k: (f, [(3, 4, 2)]) for k, f in REDUCTIONS_AND_VIEWS.items()},
+    **{k: (f, [(2, 3, 6, 5), (6, 3, 3, 3)]) for k, f in CONV.items()},
+    **{k: (f, [(3, 4)]) for k, f in GATHERS.items()},
+    **{f"matmul {k}": (lambda a, b: a @ b, list(shapes)) for k, shapes in MATMUL.items()},
+}
+"Every op of the suite: name → (function of tensors, the shapes of its inputs)."
+
+
+def inputs(shapes, device, dtype=np.float64):
+    "Leaves that require grad, the same values on every device: uniform in [-2, 2), one seed per input."
+    return [minidl.tensor(np.random.default_rng(i).uniform(-2.0, 2.0, s).astype(dtype), device=device, requires_grad=True)
+            for i, s in enumerate(shapes)]
+
+
+def same_as_cpu(fn, *shapes, rtol=1e-9, dtype=np.float64):
+    "fn on CPU and CUDA inputs: equal outputs, and equal gradients of sum(out * weights)."
+    cpu, dev = inputs(shapes, "cpu", dtype), inputs(shapes, "cuda", dtype)
+    out_c, out_d = fn(*cpu), fn(*dev)
+    assert str(out_d.device) == "cuda:0"
+    np.testing.assert_allclose(out_d.cpu().detach().numpy(), out_c.detach().numpy(), rtol=rtol, atol=rtol)
+    w = np.random.default_rng(9).standard_normal(out_c.shape).astype(dtype)
+    (out_c * minidl.tensor(w)).sum().backward()
+    (out_d * minidl.tensor(w, device="cuda")).sum().backward()
+    for c, d in zip(cpu, dev):
+        if c.grad is None:                                      # an input the function does not use
+            assert d.grad is None; continue
+        assert str(d.grad.device) == "cuda:0"
+        np.testing.assert_allclose(d.grad.cpu().numpy(), c.grad.numpy(), rtol=rtol, atol=rtol)
