@@ -6,14 +6,14 @@
 __all__ = ['PRIMITIVES', 'OPS', 'cpu_backend', 'Backend', 'missing_primitives', 'implement', 'register', 'get_backend',
            'backend_of', 'CPUBackend']
 
-# %% ../nbs/02b_backend.ipynb #b663f185
+# %% ../nbs/02b_backend.ipynb #2faee92e
 import importlib
 import warnings
 import numpy as np
 from . import kernels as K
 from .core import default_generator
 
-# %% ../nbs/02b_backend.ipynb #8aefad50
+# %% ../nbs/02b_backend.ipynb #12b5e69b
 class Backend:
     """The primitives the tensor layers may call on storage, with their contracts. A backend implements all of
     them for one kind of array (its `array_type`); `minidl.ops` and `minidl.autograd` call nothing else on `Tensor._a`.
@@ -106,7 +106,7 @@ def implement(backend: Backend, **primitives):
         if name not in PRIMITIVES: raise ValueError(f"{name!r} is not a primitive of the backend interface; primitives: {', '.join(PRIMITIVES)}")
         setattr(type(backend), name, staticmethod(fn))      # on the class: every instance, and subclasses, have it
 
-# %% ../nbs/02b_backend.ipynb #2dbb58d3
+# %% ../nbs/02b_backend.ipynb #9261dff1
 OPS = {
     # name: (number of inputs, NumPy ufunc with the same dtype rules, or None for minidl's float-only kernels)
     "add": (2, np.add), "sub": (2, np.subtract), "mul": (2, np.multiply), "div": (2, np.divide), "pow": (2, np.power),
@@ -122,7 +122,7 @@ OPS = {
 }
 "The elementwise ops every backend's `map` knows: how many inputs each takes, and the NumPy ufunc whose dtype rules it follows."
 
-# %% ../nbs/02b_backend.ipynb #fe43a729
+# %% ../nbs/02b_backend.ipynb #70c6d6d2
 _BACKENDS = {}        # device type -> backend
 _BY_ARRAY = {}        # array type -> backend
 _PLUGINS = {"cpu": "minidl.backend", "cuda": "minidl.gpu_ops"}   # the module that completes each device's backend
@@ -144,7 +144,7 @@ def backend_of(a) -> Backend:
     try: return _BY_ARRAY[type(a)]         # every op asks: the common case is one dictionary lookup
     except KeyError: raise TypeError(f"no backend owns arrays of type {type(a).__name__}; expected one of {[t.__name__ for t in _BY_ARRAY]}") from None
 
-# %% ../nbs/02b_backend.ipynb #3c6dfacc
+# %% ../nbs/02b_backend.ipynb #aefcd132
 _KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "erf": K.erf, "gelu": K.gelu, "silu": K.silu,
             "leaky_relu": K.leaky_relu, "elu": K.elu, "softplus": K.softplus}
 _CPU_MAP = {op: _KERNELS.get(op, ufunc) for op, (_, ufunc) in OPS.items()}   # what runs each elementwise op on the CPU
