@@ -16,7 +16,7 @@ from .core import default_generator
 # %% ../nbs/02b_backend.ipynb #12b5e69b
 class Backend:
     """The primitives the tensor layers may call on storage, with their contracts. A backend implements all of
-    them for one kind of array (its `array_type`); `minidl.ops` and `minidl.autograd` call nothing else on `Tensor._a`.
+    them for one kind of array (its `array_type`); the ops, layers, convolutions and optimizers call nothing else on `Tensor._a`.
 
     Conventions, for every method: `a`, `b`, `x` are arrays of this backend; a *scalar* is a Python number or a
     0-d NumPy array (it joins any backend's ops, as a CPU scalar joins a CUDA op in PyTorch); `shape` is a tuple
@@ -53,7 +53,7 @@ class Backend:
     def where(self, cond, a, b): "`a` where the bool array `cond` holds, else `b` (all broadcast)."
     # ---- reductions
     def sum(self, a, axes, keepdim): "Sum over `axes` (a tuple), accumulated in float64/int64; floats keep their dtype, ints and bools give int64."
-    def prod(self, a, axis, keepdim): "Product along one axis (float64/int64 accumulator, like `sum`)."
+    def prod(self, a, axis, keepdim): "Product along one axis, in the array's dtype (ints and bools give int64)."
     def amax(self, a, axes, keepdim): "Largest element over `axes`; NaN wins."
     def amin(self, a, axes, keepdim): "Smallest element over `axes`; NaN wins."
     def argmax(self, a, axis, keepdim): "int64 index of the first largest element along `axis` (None: of the flattened array)."
@@ -108,7 +108,7 @@ def implement(backend: Backend, **primitives):
 
 # %% ../nbs/02b_backend.ipynb #9261dff1
 OPS = {
-    # name: (number of inputs, NumPy ufunc with the same dtype rules, or None for minidl's float-only kernels)
+    # name: (number of inputs, the NumPy function with the same dtype rules, or None for minidl's float-only kernels)
     "add": (2, np.add), "sub": (2, np.subtract), "mul": (2, np.multiply), "div": (2, np.divide), "pow": (2, np.power),
     "remainder": (2, np.remainder),
     "maximum": (2, np.maximum), "minimum": (2, np.minimum),
@@ -163,7 +163,7 @@ class CPUBackend(Backend):
     def copy(self, a): return a.copy()
     def is_contiguous(self, a): return a.flags.c_contiguous
     def element_strides(self, a): return tuple(s // a.itemsize for s in a.strides)
-    def reshape(self, a, shape, copy=None): return np.reshape(a, shape, copy=copy)
+    def reshape(self, a, shape, copy=None): return a.reshape(shape) if copy is None else np.reshape(a, shape, copy=copy)   # the method is the fast path
     def permute(self, a, dims): return a.transpose(dims)
     def broadcast_to(self, a, shape): return np.broadcast_to(a, shape)
     def shares_memory(self, a, b): return np.may_share_memory(a, b)

@@ -62,6 +62,23 @@ GATHERS = {
     "einsum transposed output": lambda x: minidl.einsum("ij,ik->kj", x, x.exp()),
 }
 
+_TARGET, _PROBS = [0, 3, 2, 1, 2], np.random.default_rng(3).dirichlet(np.ones(4), 5)
+_on = lambda values, x, **kw: minidl.tensor(values, device=x.device, **kw)      # a constant on the device of x
+
+LOSSES = {
+    "cross_entropy": lambda x: F.cross_entropy(x, _on(_TARGET, x)),
+    "cross_entropy sum": lambda x: F.cross_entropy(x, _on(_TARGET, x), reduction="sum"),
+    "cross_entropy none": lambda x: F.cross_entropy(x, _on(_TARGET, x), reduction="none"),
+    "cross_entropy label_smoothing": lambda x: F.cross_entropy(x, _on(_TARGET, x), label_smoothing=0.1),
+    "cross_entropy ignore_index": lambda x: F.cross_entropy(x, _on(_TARGET, x), ignore_index=2),
+    "cross_entropy weight": lambda x: F.cross_entropy(x, _on(_TARGET, x), weight=_on([0.5, 1.0, 2.0, 1.5], x, dtype="float64")),
+    "cross_entropy probabilities": lambda x: F.cross_entropy(x, _on(_PROBS, x)),
+    "nll_loss": lambda x: F.nll_loss(x.log_softmax(1), _on([0, 3, -100, 1, 2], x)),
+    "nll_loss sum, weight": lambda x: F.nll_loss(x.log_softmax(1), _on([0, 3, -100, 1, 2], x), reduction="sum",
+                                                 weight=_on([1.0, 2.0, 0.5, 1.5], x, dtype="float64")),
+    "mse_loss": lambda x: F.mse_loss(x, minidl.ones(5, 4, dtype="float64", device=x.device)),
+}
+
 MATMUL = {"matrix @ matrix": ((5, 7), (7, 3)), "batch @ matrix": ((2, 5, 7), (7, 4)), "vector @ matrix": ((3,), (3, 2)),
           "broadcast batches": ((2, 1, 4, 3), (5, 3, 2))}
 
@@ -71,6 +88,7 @@ OPS = {
     **{k: (f, [(3, 4, 2)]) for k, f in REDUCTIONS_AND_VIEWS.items()},
     **{k: (f, [(2, 3, 6, 5), (6, 3, 3, 3)]) for k, f in CONV.items()},
     **{k: (f, [(3, 4)]) for k, f in GATHERS.items()},
+    **{k: (f, [(5, 4)]) for k, f in LOSSES.items()},
     **{f"matmul {k}": (lambda a, b: a @ b, list(shapes)) for k, shapes in MATMUL.items()},
 }
 "Every op of the suite: name → (function of tensors, the shapes of its inputs)."

@@ -12,23 +12,6 @@ from minidl.core import manual_seed
 from .op_suite import inputs, same_as_cpu as _same
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"label_smoothing": 0.1},
-                                    {"ignore_index": 2}, {"weight": [0.5, 1.0, 2.0, 1.5]}])
-def test_cross_entropy_with_class_targets_matches_cpu(kwargs):
-    target = np.array([0, 3, 2, 1, 2])
-    def loss(x):
-        kw = dict(kwargs)
-        if "weight" in kw: kw["weight"] = minidl.tensor(kw["weight"], dtype="float64", device=x.device)
-        return F.cross_entropy(x, minidl.tensor(target, device=x.device), **kw)
-    _same(loss, (5, 4))
-
-
-def test_cross_entropy_with_probability_targets_and_mse_match_cpu():
-    q = np.random.default_rng(3).dirichlet(np.ones(4), 5)
-    _same(lambda x: F.cross_entropy(x, minidl.tensor(q, device=x.device)), (5, 4))
-    _same(lambda x: F.mse_loss(x, minidl.ones(5, 4, dtype="float64", device=x.device)), (5, 4))
-
-
 def test_bad_class_target_is_reported_at_the_next_copy_to_the_host():
     x = minidl.randn(3, 4, device="cuda")
     loss = F.cross_entropy(x, minidl.tensor([0, 4, 1], device="cuda"))        # 4 is out of range: the check runs on the device
@@ -130,16 +113,10 @@ def test_batch_norm_2d_matches_cpu_in_training_and_eval():
     _same(lambda x: bn_c(x) if x.device.type == "cpu" else bn_d(x), (2, 3, 3, 2))
 
 
-def test_argmax_and_nll_loss_match_cpu():
+def test_argmax_matches_cpu():
     x = np.random.default_rng(0).standard_normal((5, 4))
     for dim in (0, 1):
         np.testing.assert_array_equal(minidl.tensor(x, device="cuda").argmax(dim).cpu().numpy(), minidl.tensor(x).argmax(dim).numpy())
-    t = np.array([0, 3, -100, 1, 2])
-    for kw in ({}, {"reduction": "sum"}, {"weight": np.array([1.0, 2.0, 0.5, 1.5])}):
-        weight = kw.pop("weight", None)
-        run = lambda x: F.nll_loss(x.log_softmax(1), minidl.tensor(t, device=x.device), reduction=kw.get("reduction", "mean"),
-                                   weight=None if weight is None else minidl.tensor(weight, device=x.device))
-        _same(run, (5, 4))
 
 
 def test_dropout_on_the_device_keeps_about_1_minus_p_and_repeats_under_manual_seed():
