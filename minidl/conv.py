@@ -19,7 +19,7 @@ from . import nn
 from .autograd import Function
 from .backend import cpu_backend, implement
 from .kernels import serial_and_parallel
-from .nn import Module, Parameter, _BatchNorm, init
+from .nn import Module, Parameter, BatchNormBase, init
 from .ops import gather
 from .tensor import Tensor, ones, zeros
 
@@ -706,7 +706,7 @@ def adaptive_avg_pool1d(input, output_size):
     return _adaptive("adaptive_avg_pool1d", 1, input, output_size)
 
 # %% ../nbs/12_conv.ipynb #04c7d559
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     "Batch norm over (N, H, W) for each channel of (N, C, H, W) images."
     shapes = {4: "(N, {C}, H, W)"}
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from .devtools import _nbdev, project_root
+from .devtools import run_nbdev, project_root
 
 # %% ../nbs/91_docsite.ipynb #8e4f4e05
 OPTION_TAGS = {"echo: false": "remove-input", "output: false": "remove-output", "include: false": "remove-cell",
@@ -147,7 +147,7 @@ def toctree(caption: str, pages: list) -> str:
 def write_sources(root=None) -> Path:
     "Process the notebooks with nbdev and write the Sphinx sources to docs/_build/src; return that folder."
     root = project_root(root)
-    _nbdev("from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, force=True)", root)   # all of them: no stale cache
+    run_nbdev("from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, force=True)", root)   # all of them: no stale cache
     src = root / "docs" / "_build" / "src"
     if src.exists(): shutil.rmtree(src)
     (src / "api").mkdir(parents=True)

@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['copies', 'UFUNCS', 'SUM', 'MAX', 'MIN', 'ARGMAX', 'ARGMIN', 'PROD', 'BLOCK_REDUCE_MIN', 'FUNCTIONS', 'TILE',
            'SOFTMAX', 'LOG_SOFTMAX', 'LOGSUMEXP', 'ACTIVATIONS', 'DeviceArray', 'empty', 'to_device', 'to_host',
-           'apply', 'contiguous', 'full', 'broadcast_to', 'check_range', 'reduce', 'matmul', 'softmax_from_lse',
-           'scatter_add', 'DeviceBackend']
+           'strided_offset', 'broadcast_strides', 'check_same_device', 'apply', 'contiguous', 'flat_buffer', 'full',
+           'broadcast_to', 'check_range', 'device_function', 'reduce', 'matmul', 'softmax_from_lse', 'scatter_add',
+           'or_placeholder', 'DeviceBackend']
 
 # %% ../nbs/15_gpu.ipynb #0bd18196
 import math
 import numpy as np
 import numba
 from .backend import OPS, Backend
-from .cuda import THREADS, _blocks, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
+from .cuda import THREADS, blocks_for, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
 from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
 
 # %% ../nbs/15_gpu.ipynb #da55a467
@@ -77,13 +78,13 @@ def to_device(a) -> DeviceArray:
 def to_host(x: DeviceArray) -> np.ndarray:
     "Copy a device array into new host memory (counted in `copies`)."
     copies["to_host"] += 1
-    out = _flat(x).copy_to_host().reshape(x.shape)
+    out = flat_buffer(x).copy_to_host().reshape(x.shape)
     _raise_device_error()
     return out
 
 # %% ../nbs/15_gpu.ipynb #ae21a358
 @cuda.jit(device=True)
-def _offset(i, shape, strides):
+def strided_offset(i, shape, strides):
     "Element offset, under `strides`, of the i-th element (row-major order) of an array of `shape`."
     off = 0
     for d in range(len(shape) - 1, -1, -1):
@@ -102,39 +103,39 @@ def _map_kernel(fn, nin: int):
         def kernel(n, shape, out, o_off, o_str, a, a_off, a_str, a_val):
             i = cuda.grid(1)
             if i < n:
-                x = a[a_off + _offset(i, shape, a_str)] if a.size else a_val
-                out[o_off + _offset(i, shape, o_str)] = fn(x)
+                x = a[a_off + strided_offset(i, shape, a_str)] if a.size else a_val
+                out[o_off + strided_offset(i, shape, o_str)] = fn(x)
     elif nin == 2:
         @cuda.jit
         def kernel(n, shape, out, o_off, o_str, a, a_off, a_str, a_val, b, b_off, b_str, b_val):
             i = cuda.grid(1)
             if i < n:
-                x = a[a_off + _offset(i, shape, a_str)] if a.size else a_val
-                y = b[b_off + _offset(i, shape, b_str)] if b.size else b_val
-                out[o_off + _offset(i, shape, o_str)] = fn(x, y)
+                x = a[a_off + strided_offset(i, shape, a_str)] if a.size else a_val
+                y = b[b_off + strided_offset(i, shape, b_str)] if b.size else b_val
+                out[o_off + strided_offset(i, shape, o_str)] = fn(x, y)
     else:
         @cuda.jit
         def kernel(n, shape, out, o_off, o_str, a, a_off, a_str, a_val, b, b_off, b_str, b_val, c, c_off, c_str, c_val):
             i = cuda.grid(1)
             if i < n:
-                x = a[a_off + _offset(i, shape, a_str)] if a.size else a_val
-                y = b[b_off + _offset(i, shape, b_str)] if b.size else b_val
-                z = c[c_off + _offset(i, shape, c_str)] if c.size else c_val
-                out[o_off + _offset(i, shape, o_str)] = fn(x, y, z)
+                x = a[a_off + strided_offset(i, shape, a_str)] if a.size else a_val
+                y = b[b_off + strided_offset(i, shape, b_str)] if b.size else b_val
+                z = c[c_off + strided_offset(i, shape, c_str)] if c.size else c_val
+                out[o_off + strided_offset(i, shape, o_str)] = fn(x, y, z)
     _map_kernels[key] = kernel
     return kernel
 
 # %% ../nbs/15_gpu.ipynb #71fd9189
 _EMPTY = {}
 
-def _estrides(x: DeviceArray, shape: tuple) -> tuple:
+def broadcast_strides(x: DeviceArray, shape: tuple) -> tuple:
     "Element strides of `x` broadcast to `shape` (0 along broadcast dimensions); (0,) for a 0-d shape."
     b = np.broadcast_to(x._stand_in(), shape)
     return tuple(s // x.itemsize for s in b.strides) if shape else (0,)
 
 def _operand(x, shape, loop_dtype) -> tuple:
     "An elementwise kernel's four arguments for input `x`: buffer, offset, strides, value."
-    if isinstance(x, DeviceArray): return x.buf, x.offset, _estrides(x, shape), x.dtype.type(0)
+    if isinstance(x, DeviceArray): return x.buf, x.offset, broadcast_strides(x, shape), x.dtype.type(0)
     dt = np.dtype(loop_dtype)
     if dt not in _EMPTY: _EMPTY[dt] = cuda.device_array(0, dt)
     return _EMPTY[dt], 0, (0,) * max(len(shape), 1), dt.type(np.asarray(x).item())
@@ -143,7 +144,7 @@ def _is_scalar(x) -> bool:
     "Python numbers and 0-d host arrays ride along as kernel arguments (as PyTorch lets CPU scalars join CUDA ops)."
     return isinstance(x, (int, float, bool, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0)
 
-def _same_device(name: str, *xs):
+def check_same_device(name: str, *xs):
     for x in xs:
         if not isinstance(x, DeviceArray) and not _is_scalar(x) and x is not None:
             where = "cpu" if isinstance(x, np.ndarray) else type(x).__name__
@@ -156,7 +157,7 @@ def _result_type(*xs) -> np.dtype:
 
 def apply(fn, inputs, out_dtype, out: DeviceArray = None, name: str = "elementwise") -> DeviceArray:
     "Run the device function `fn` over `inputs` (device arrays and scalars) broadcast together, into `out` or a new array."
-    _same_device(name, *inputs)
+    check_same_device(name, *inputs)
     shapes = [np.shape(x) for x in inputs] + ([] if out is None else [out.shape])
     try: shape = np.broadcast_shapes(*shapes)
     except ValueError: raise ValueError(f"{name}: shapes {', '.join(str(s) for s in shapes)} cannot be broadcast together") from None
@@ -166,14 +167,14 @@ def apply(fn, inputs, out_dtype, out: DeviceArray = None, name: str = "elementwi
     if n == 0: return out
     loop = _result_type(*inputs)
     args = [a for x in inputs for a in _operand(x, shape, loop)]
-    _map_kernel(fn, len(inputs))[_blocks(n), THREADS](n, shape or (1,), out.buf, out.offset, _estrides(out, shape), *args)
+    _map_kernel(fn, len(inputs))[blocks_for(n), THREADS](n, shape or (1,), out.buf, out.offset, broadcast_strides(out, shape), *args)
     return out
 
 def contiguous(x: DeviceArray) -> DeviceArray:
     "x itself if row-major and dense, else a row-major copy."
     return x if x.flags.c_contiguous else apply(_identity, [x], x.dtype, name="copy")
 
-def _flat(x: DeviceArray):
+def flat_buffer(x: DeviceArray):
     "The contiguous 1-d numba device array holding x's elements (a view of its buffer, after a copy if x is strided)."
     c = contiguous(x)
     return c.buf[c.offset:c.offset + c.size]
@@ -219,32 +220,32 @@ def check_range(index: DeviceArray, lo: int, hi: int, message: str):
     c = contiguous(index)
     if c.size == 0: return
     _pending.append(message)
-    _check_range_kernel[_blocks(c.size), THREADS](c.buf, c.offset, c.size, lo, hi, _error_buffer(), len(_pending) - 1)
+    _check_range_kernel[blocks_for(c.size), THREADS](c.buf, c.offset, c.size, lo, hi, _error_buffer(), len(_pending) - 1)
 
 # %% ../nbs/15_gpu.ipynb #f04b5492
-def _device(f): return cuda.jit(device=True)(f)
+def device_function(f): return cuda.jit(device=True)(f)
 
-@_device
+@device_function
 def _minimum(x, y): return x if x < y or x != x else y
-@_device
+@device_function
 def _sign(x): return 1 if x > 0 else (-1 if x < 0 else x)
-@_device
+@device_function
 def _clip(x, lo, hi): return lo if x < lo else (hi if x > hi else x)
 
 UFUNCS = {
-    np.add: add, np.subtract: _device(lambda x, y: x - y),
-    np.multiply: mul, np.divide: _device(lambda x, y: x / y),
-    np.power: _device(lambda x, y: x ** y), np.maximum: maximum, np.minimum: _minimum,
-    np.equal: _device(lambda x, y: x == y), np.not_equal: _device(lambda x, y: x != y),
-    np.less: _device(lambda x, y: x < y), np.less_equal: _device(lambda x, y: x <= y),
-    np.greater: _device(lambda x, y: x > y), np.greater_equal: _device(lambda x, y: x >= y),
-    np.bitwise_and: _device(lambda x, y: x & y), np.bitwise_or: _device(lambda x, y: x | y),
-    np.bitwise_xor: _device(lambda x, y: x ^ y), np.invert: _device(lambda x: ~x), np.logical_not: _device(lambda x: not x),
-    np.negative: _device(lambda x: -x), np.absolute: _device(lambda x: abs(x)), np.sign: _sign,
-    np.exp: _device(lambda x: math.exp(x)), np.log: _device(lambda x: math.log(x)),
-    np.log1p: _device(lambda x: math.log1p(x)), np.sqrt: _device(lambda x: math.sqrt(x)),
-    np.sin: _device(lambda x: math.sin(x)), np.cos: _device(lambda x: math.cos(x)),
-    np.tanh: _device(lambda x: math.tanh(x)),
+    np.add: add, np.subtract: device_function(lambda x, y: x - y),
+    np.multiply: mul, np.divide: device_function(lambda x, y: x / y),
+    np.power: device_function(lambda x, y: x ** y), np.maximum: maximum, np.minimum: _minimum,
+    np.equal: device_function(lambda x, y: x == y), np.not_equal: device_function(lambda x, y: x != y),
+    np.less: device_function(lambda x, y: x < y), np.less_equal: device_function(lambda x, y: x <= y),
+    np.greater: device_function(lambda x, y: x > y), np.greater_equal: device_function(lambda x, y: x >= y),
+    np.bitwise_and: device_function(lambda x, y: x & y), np.bitwise_or: device_function(lambda x, y: x | y),
+    np.bitwise_xor: device_function(lambda x, y: x ^ y), np.invert: device_function(lambda x: ~x), np.logical_not: device_function(lambda x: not x),
+    np.negative: device_function(lambda x: -x), np.absolute: device_function(lambda x: abs(x)), np.sign: _sign,
+    np.exp: device_function(lambda x: math.exp(x)), np.log: device_function(lambda x: math.log(x)),
+    np.log1p: device_function(lambda x: math.log1p(x)), np.sqrt: device_function(lambda x: math.sqrt(x)),
+    np.sin: device_function(lambda x: math.sin(x)), np.cos: device_function(lambda x: math.cos(x)),
+    np.tanh: device_function(lambda x: math.tanh(x)),
 }
 "The device function behind each NumPy ufunc that `DeviceArray` supports."
 
@@ -261,7 +262,7 @@ def _ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
     fn = UFUNCS.get(ufunc)
     if fn is None: raise TypeError(f"{name} is not supported on {self.device} arrays; supported: {', '.join(sorted(u.__name__ for u in UFUNCS))}")
     out = out[0] if isinstance(out, tuple) else out
-    _same_device(name, *inputs, out)
+    check_same_device(name, *inputs, out)
     return apply(fn, inputs, ufunc.resolve_dtypes(tuple(_dtype_of(x) for x in inputs) + (None,))[-1], out, name)
 
 DeviceArray.__array_ufunc__ = _ufunc
@@ -274,11 +275,11 @@ def _reduce_kernel(out, m, x, off, kshape, kstr, rshape, rstr, r, op, init):
     "out[i] = the reduction `op` of the r elements of output i: one thread per output, walking them in order."
     i = cuda.grid(1)
     if i < m:
-        base = off + _offset(i, kshape, kstr)
+        base = off + strided_offset(i, kshape, kstr)
         acc = init if op == SUM or op == PROD else x[base]     # max/min start from the first element
         best = 0
         for j in range(r):
-            v = x[base + _offset(j, rshape, rstr)]
+            v = x[base + strided_offset(j, rshape, rstr)]
             if op == SUM: acc += v
             elif op == PROD: acc *= v
             elif acc != acc: pass                              # NaN already won
@@ -292,9 +293,9 @@ def _sum_block_kernel(out, x, off, kshape, kstr, rshape, rstr, r):
     "out[i] = the sum of output i's r elements: one block per output, its threads' partial sums combined as a tree."
     shared = cuda.shared.array(THREADS, numba.float64)
     i, t = cuda.blockIdx.x, cuda.threadIdx.x
-    base = off + _offset(i, kshape, kstr)
+    base = off + strided_offset(i, kshape, kstr)
     acc = 0.0
-    for j in range(t, r, THREADS): acc += x[base + _offset(j, rshape, rstr)]
+    for j in range(t, r, THREADS): acc += x[base + strided_offset(j, rshape, rstr)]
     shared[t] = acc
     step = THREADS // 2
     while step > 0:
@@ -322,7 +323,7 @@ def reduce(x: DeviceArray, axes, keepdims: bool, op: int, out_dtype) -> DeviceAr
     else:
         acc_dtype = np.int64 if op in (ARGMAX, ARGMIN) else ((np.float64 if x.dtype.kind == "f" else np.int64) if op in (SUM, PROD) else x.dtype)
         acc = empty(kshape, acc_dtype)
-        if m: _reduce_kernel[_blocks(m), THREADS](acc.buf, m, *walk, op, acc.dtype.type(op == PROD) if op in (SUM, PROD) else x.dtype.type(0))
+        if m: _reduce_kernel[blocks_for(m), THREADS](acc.buf, m, *walk, op, acc.dtype.type(op == PROD) if op in (SUM, PROD) else x.dtype.type(0))
     out = acc if acc.dtype == out_dtype else apply(_identity, [acc], out_dtype)
     if keepdims: out = out._view(lambda l: l.reshape(tuple(1 if d in axes else n for d, n in enumerate(x.shape))))
     return out
@@ -397,7 +398,7 @@ def _put_kernel(x, off, s0, s1, i0, i0_off, i1, i1_off, size0, size1, two, v, v_
     k = cuda.grid(1)
     if k < n:
         p = _element(k, i0, i0_off, i1, i1_off, size0, size1, two, off, s0, s1)
-        if p >= 0: x[p] = v[v_off + _offset(k, shape, v_str)]
+        if p >= 0: x[p] = v[v_off + strided_offset(k, shape, v_str)]
 
 def _index_arrays(self, key):
     "The integer index arrays of an advanced key on the device, broadcast to one shape, contiguous."
@@ -429,7 +430,7 @@ def _getitem(self, key):
     es = self.element_strides() + (0,)
     out = empty(shape, self.dtype)
     n = int(np.prod(shape))
-    if n: _gather_kernel[_blocks(n), THREADS](out.buf, n, self.buf, self.offset, es[0], es[1], i0.buf, i0.offset, i1.buf, i1.offset,
+    if n: _gather_kernel[blocks_for(n), THREADS](out.buf, n, self.buf, self.offset, es[0], es[1], i0.buf, i0.offset, i1.buf, i1.offset,
                                               self.shape[0], self.shape[1] if self.ndim == 2 else 1, self.ndim == 2)
     return out
 
@@ -443,8 +444,8 @@ def _setitem(self, key, value):
     v = value.astype(self.dtype, copy=False)
     n = int(np.prod(shape))
     es = self.element_strides() + (0,)
-    if n: _put_kernel[_blocks(n), THREADS](self.buf, self.offset, es[0], es[1], i0.buf, i0.offset, i1.buf, i1.offset,
-                                           self.shape[0], self.shape[1] if self.ndim == 2 else 1, self.ndim == 2, v.buf, v.offset, _estrides(v, shape), n, shape or (1,))
+    if n: _put_kernel[blocks_for(n), THREADS](self.buf, self.offset, es[0], es[1], i0.buf, i0.offset, i1.buf, i1.offset,
+                                           self.shape[0], self.shape[1] if self.ndim == 2 else 1, self.ndim == 2, v.buf, v.offset, broadcast_strides(v, shape), n, shape or (1,))
 
 DeviceArray.__getitem__, DeviceArray.__setitem__ = _getitem, _setitem
 
@@ -452,12 +453,12 @@ DeviceArray.__getitem__, DeviceArray.__setitem__ = _getitem, _setitem
 def _where(cond, a, b):
     return apply(_where_fn, [cond, a, b], _result_type(a, b), name="numpy.where")
 
-@_device
+@device_function
 def _where_fn(c, x, y): return x if c else y
 
 def _concatenate(arrays, axis=0):
     arrays = list(arrays)
-    _same_device("numpy.concatenate", *arrays)
+    check_same_device("numpy.concatenate", *arrays)
     axis = axis % arrays[0].ndim
     shape = list(arrays[0].shape); shape[axis] = sum(a.shape[axis] for a in arrays)
     out, at = empty(tuple(shape), np.result_type(*[a.dtype for a in arrays])), 0
@@ -476,7 +477,7 @@ def _arange(*args, dtype=None):
     "np.arange on the device (the host works out the length and dtype, as NumPy would)."
     h = np.arange(*args, dtype=dtype)
     out = empty(h.shape, h.dtype)
-    if h.size: _arange_kernel[_blocks(h.size), THREADS](out.buf, h.size, h[0], h[1] - h[0] if h.size > 1 else h.dtype.type(0))
+    if h.size: _arange_kernel[blocks_for(h.size), THREADS](out.buf, h.size, h[0], h[1] - h[0] if h.size > 1 else h.dtype.type(0))
     return out
 
 FUNCTIONS = {
@@ -533,7 +534,7 @@ def _matmul_kernel(dtype):
         sb = cuda.shared.array((TILE, TILE), nb)
         tx, ty, z = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockIdx.z
         col, row = cuda.blockIdx.x * TILE + tx, cuda.blockIdx.y * TILE + ty
-        ao, bo = a_off + _offset(z, bshape, a_bstr), b_off + _offset(z, bshape, b_bstr)
+        ao, bo = a_off + strided_offset(z, bshape, a_bstr), b_off + strided_offset(z, bshape, b_bstr)
         acc = nb(0)
         for k0 in range(0, Kdim, TILE):
             sa[ty, tx] = a[ao + row * a_s0 + (k0 + tx) * a_s1] if row < M and k0 + tx < Kdim else 0
@@ -547,7 +548,7 @@ def _matmul_kernel(dtype):
 
 def matmul(a: DeviceArray, b: DeviceArray) -> DeviceArray:
     "a @ b with NumPy's batch broadcasting, by the tiled kernel (one grid layer per batch matrix)."
-    _same_device("matmul", a, b)
+    check_same_device("matmul", a, b)
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]: raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned")
     if a.dtype != b.dtype: raise TypeError(f"matmul: dtypes {a.dtype} and {b.dtype} differ")
     bshape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
@@ -556,7 +557,7 @@ def matmul(a: DeviceArray, b: DeviceArray) -> DeviceArray:
     nbatch = int(np.prod(bshape))
     if out.size == 0: return out
     if Kdim == 0: return full(out.shape, 0, a.dtype)
-    ea, eb = _estrides(a, bshape + a.shape[-2:]), _estrides(b, bshape + b.shape[-2:])
+    ea, eb = broadcast_strides(a, bshape + a.shape[-2:]), broadcast_strides(b, bshape + b.shape[-2:])
     grid = ((N + TILE - 1) // TILE, (M + TILE - 1) // TILE, nbatch)
     _matmul_kernel(a.dtype)[grid, (TILE, TILE)](a.buf, a.offset, ea[:-2] or (0,), ea[-2], ea[-1], b.buf, b.offset, eb[:-2] or (0,), eb[-2], eb[-1],
                                                 out.buf, bshape or (1,), M, N, Kdim)
@@ -590,7 +591,7 @@ def _rowwise(x: DeviceArray, axis: int, mode: int) -> DeviceArray:
     out = empty(xt.shape[:-1] if mode == LOGSUMEXP else xt.shape, x.dtype)
     if cols == 0:
         return full(out.shape, -np.inf, x.dtype) if mode == LOGSUMEXP else out
-    if rows: _rows_kernel[_blocks(rows), THREADS](xt.buf, out.buf, rows, cols, mode)
+    if rows: _rows_kernel[blocks_for(rows), THREADS](xt.buf, out.buf, rows, cols, mode)
     return out if mode == LOGSUMEXP else out._view(lambda l: np.moveaxis(l, -1, axis))
 
 @cuda.jit
@@ -601,39 +602,39 @@ def _exp_shifted_kernel(x, lse, lse_off, scale, scale_off, out, rows, cols):
         out[i] = math.exp(x[i] - lse[lse_off + r]) * scale[scale_off + r]
 
 def softmax_from_lse(x, lse, scale):
-    _same_device("softmax_from_lse", x, lse, scale)
+    check_same_device("softmax_from_lse", x, lse, scale)
     x, lse, scale = contiguous(x), contiguous(lse.astype(x.dtype, copy=False)), contiguous(scale.astype(x.dtype, copy=False))
     out = empty(x.shape, x.dtype)
-    if x.size: _exp_shifted_kernel[_blocks(x.size), THREADS](x.buf, lse.buf, lse.offset, scale.buf, scale.offset, out.buf, x.shape[0], x.shape[1])
+    if x.size: _exp_shifted_kernel[blocks_for(x.size), THREADS](x.buf, lse.buf, lse.offset, scale.buf, scale.offset, out.buf, x.shape[0], x.shape[1])
     return out
 
 # %% ../nbs/15_gpu.ipynb #2c519a52
 def scatter_add(size: int, index, src):
-    _same_device("scatter_add", index, src)
+    check_same_device("scatter_add", index, src)
     index, src = contiguous(index.astype(np.int64, copy=False)).reshape(-1), contiguous(src).reshape(-1)
     out = full((size,), 0, src.dtype)
     if index.size:
         check_range(index, 0, size, f"scatter_add: index {{}} is out of bounds for size {size}")
-        scatter_add_kernel[_blocks(index.size), THREADS](_flat(out), _flat(index), _flat(src))
+        scatter_add_kernel[blocks_for(index.size), THREADS](flat_buffer(out), flat_buffer(index), flat_buffer(src))
     return out
 
 # %% ../nbs/15_gpu.ipynb #5d75f4b0
 # the activations of minidl.kernels, as device functions with the same bodies (sigmoid and relu are lesson 14's)
-@_device
+@device_function
 def _leaky_relu(x, slope): return x if x > 0 else slope * x
-@_device
+@device_function
 def _elu(x, alpha): return x if x > 0 else alpha * math.expm1(x)
-@_device
+@device_function
 def _erf(x): return math.erf(x)
-@_device
+@device_function
 def _gelu(x): return 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
-@_device
+@device_function
 def _silu(x): return x * sigmoid(x)
-@_device
+@device_function
 def _softplus(x, beta, threshold):
     bx = beta * x
     return x if bx > threshold else math.log1p(math.exp(bx)) / beta
-@_device
+@device_function
 def _rsqrt(x): return 1 / math.sqrt(x)
 
 ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu, "leaky_relu": _leaky_relu, "elu": _elu, "erf": _erf, "gelu": _gelu,
@@ -641,17 +642,17 @@ ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu, "leaky_relu": _leaky_relu, "elu
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 
 # %% ../nbs/15_gpu.ipynb #7088a314
-def _or_placeholder(buf, p):
+def or_placeholder(buf, p):
     "A state buffer the update does not use is an empty host array; the kernel gets p in its place and never reads it."
-    return _flat(buf) if buf.size else _flat(p)
+    return flat_buffer(buf) if buf.size else flat_buffer(p)
 
 def _sgd(p, g, buf, *hyper):
-    _same_device("SGD", p, g, buf if buf.size else None)
-    sgd_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _or_placeholder(buf, p), *hyper)
+    check_same_device("SGD", p, g, buf if buf.size else None)
+    sgd_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), or_placeholder(buf, p), *hyper)
 
 def _adam(p, g, m, v, vmax, *hyper):
-    _same_device("Adam", p, g, m, v)
-    adam_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(m), _flat(v), _or_placeholder(vmax, p), *hyper)
+    check_same_device("Adam", p, g, m, v)
+    adam_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), flat_buffer(m), flat_buffer(v), or_placeholder(vmax, p), *hyper)
 
 # %% ../nbs/15_gpu.ipynb #74771e34
 class DeviceBackend(Backend):

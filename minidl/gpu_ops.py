@@ -11,9 +11,9 @@ __all__ = ['cuda_backend', 'take_along_axis', 'einsum', 'im2col', 'col2im', 'dir
 import math
 import numpy as np
 from .core import default_generator
-from .cuda import THREADS, _blocks, cuda
+from .cuda import THREADS, blocks_for, cuda
 from .backend import register
-from .gpu import (FUNCTIONS, UFUNCS, DeviceArray, DeviceBackend, _device, _estrides, _flat, _offset, _or_placeholder, _same_device,
+from .gpu import (FUNCTIONS, UFUNCS, DeviceArray, DeviceBackend, device_function, broadcast_strides, flat_buffer, strided_offset, or_placeholder, check_same_device,
                         broadcast_to, check_range, contiguous, empty, full, to_device)
 
 # %% ../nbs/16_gpu_ops.ipynb #f2109f8d
@@ -22,13 +22,13 @@ def _take_kernel(out, n, shape, x, x_off, x_str, axis_stride, size, idx, i_off, 
     "out[k] = x at output k's coordinates, the one along the axis replaced by the index there (an index out of range reads 0)."
     k = cuda.grid(1)
     if k < n:
-        v = idx[i_off + _offset(k, shape, i_str)]
+        v = idx[i_off + strided_offset(k, shape, i_str)]
         if v < 0: v += size
-        out[k] = x[x_off + _offset(k, shape, x_str) + v * axis_stride] if 0 <= v < size else 0
+        out[k] = x[x_off + strided_offset(k, shape, x_str) + v * axis_stride] if 0 <= v < size else 0
 
 def take_along_axis(x: DeviceArray, indices: DeviceArray, axis: int) -> DeviceArray:
     "NumPy's `take_along_axis` on the device: indices broadcast against x everywhere but along `axis`."
-    _same_device("numpy.take_along_axis", x, indices)
+    check_same_device("numpy.take_along_axis", x, indices)
     if indices.dtype.kind not in "iu": raise IndexError(f"take_along_axis: indices must be integers, got {indices.dtype}")
     if indices.ndim != x.ndim: raise ValueError(f"take_along_axis: indices and array must have the same number of dimensions, got {indices.ndim} and {x.ndim}")
     axis %= x.ndim
@@ -37,13 +37,13 @@ def take_along_axis(x: DeviceArray, indices: DeviceArray, axis: int) -> DeviceAr
     x_str = tuple(0 if d == axis or x.shape[d] == 1 else es[d] for d in range(x.ndim))
     check_range(indices, -size, size, f"index {{}} is out of bounds for axis {axis} with size {size}")
     out, n = empty(shape, x.dtype), int(np.prod(shape))
-    if n: _take_kernel[_blocks(n), THREADS](out.buf, n, shape, x.buf, x.offset, x_str, es[axis], size,
-                                            indices.buf, indices.offset, _estrides(indices, shape))
+    if n: _take_kernel[blocks_for(n), THREADS](out.buf, n, shape, x.buf, x.offset, x_str, es[axis], size,
+                                            indices.buf, indices.offset, broadcast_strides(indices, shape))
     return out
 
 def _take(x: DeviceArray, indices: DeviceArray, axis=None) -> DeviceArray:
     "NumPy's `take`: the same index list along one axis for every position of the others."
-    _same_device("numpy.take", x, indices)
+    check_same_device("numpy.take", x, indices)
     if axis is None: x, axis = contiguous(x).reshape(-1), 0
     axis %= x.ndim
     flat = indices.reshape(-1)
@@ -53,7 +53,7 @@ def _take(x: DeviceArray, indices: DeviceArray, axis=None) -> DeviceArray:
 
 FUNCTIONS.update({np.take_along_axis: take_along_axis, np.take: _take,
                   np.ravel: lambda x: contiguous(x).reshape(-1)})
-UFUNCS[np.remainder] = _device(lambda x, y: x % y)         # Python's remainder (the divisor's sign), as NumPy's
+UFUNCS[np.remainder] = device_function(lambda x, y: x % y)         # Python's remainder (the divisor's sign), as NumPy's
 
 # %% ../nbs/16_gpu_ops.ipynb #a14c751e
 def _letters(s, *sets): return "".join(c for c in s if all(c in t for t in sets))
@@ -65,7 +65,7 @@ def _sum_away(x: DeviceArray, s: str, keep: str):
 
 def einsum(subscripts: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
     "Two-operand einsum with an explicit output ('ij,jk->ik'), as one batched matmul on the device."
-    _same_device("numpy.einsum", a, b)
+    check_same_device("numpy.einsum", a, b)
     ins, _, so = subscripts.replace(" ", "").partition("->")
     sa, sb = ins.split(",")
     if any(c not in sa + sb for c in so): raise ValueError(f"einsum: output subscript in {so!r} appears in no operand")
@@ -120,12 +120,12 @@ def _conv_args(g) -> tuple: return (*g.kernel, *g.stride, *g.begin, *g.dilation,
 def im2col(x: DeviceArray, g) -> DeviceArray:
     N, C, H, W = x.shape
     cols = empty((N, C * g.kernel[0] * g.kernel[1], *g.out), x.dtype)
-    if cols.size: _im2col_kernel[_blocks(cols.size), THREADS](_flat(cols), cols.size, _flat(x), C, H, W, *_conv_args(g))
+    if cols.size: _im2col_kernel[blocks_for(cols.size), THREADS](flat_buffer(cols), cols.size, flat_buffer(x), C, H, W, *_conv_args(g))
     return cols
 
 def col2im(cols: DeviceArray, g, shape: tuple) -> DeviceArray:
     x = empty(shape, cols.dtype)
-    if x.size: _col2im_kernel[_blocks(x.size), THREADS](_flat(x), x.size, _flat(cols), *shape[1:], *_conv_args(g))
+    if x.size: _col2im_kernel[blocks_for(x.size), THREADS](flat_buffer(x), x.size, flat_buffer(cols), *shape[1:], *_conv_args(g))
     return x
 
 # %% ../nbs/16_gpu_ops.ipynb #24400301
@@ -181,17 +181,17 @@ def _direct_args(xp_shape, w_shape, g) -> tuple:
 
 def direct_conv(xp: DeviceArray, w: DeviceArray, groups: int, g) -> DeviceArray:
     out = empty((xp.shape[0], w.shape[0], *g.out), xp.dtype)
-    if out.size: _direct_forward_kernel[_blocks(out.size), THREADS](_flat(out), out.size, _flat(xp), _flat(w), *_direct_args(xp.shape, w.shape, g))
+    if out.size: _direct_forward_kernel[blocks_for(out.size), THREADS](flat_buffer(out), out.size, flat_buffer(xp), flat_buffer(w), *_direct_args(xp.shape, w.shape, g))
     return out
 
 def direct_input_grad(gy: DeviceArray, w: DeviceArray, groups: int, g, xp_shape: tuple) -> DeviceArray:
     dxp = empty(xp_shape, gy.dtype)
-    if dxp.size: _direct_input_grad_kernel[_blocks(dxp.size), THREADS](_flat(dxp), dxp.size, _flat(gy), _flat(w), *_direct_args(xp_shape, w.shape, g))
+    if dxp.size: _direct_input_grad_kernel[blocks_for(dxp.size), THREADS](flat_buffer(dxp), dxp.size, flat_buffer(gy), flat_buffer(w), *_direct_args(xp_shape, w.shape, g))
     return dxp
 
 def direct_weight_grad(xp: DeviceArray, gy: DeviceArray, groups: int, g, w_shape: tuple) -> DeviceArray:
     dw = empty(w_shape, gy.dtype)
-    _direct_weight_grad_kernel[_blocks(dw.size), THREADS](_flat(dw), dw.size, _flat(xp), _flat(gy), xp.shape[0], *_direct_args(xp.shape, w_shape, g))
+    _direct_weight_grad_kernel[blocks_for(dw.size), THREADS](flat_buffer(dw), dw.size, flat_buffer(xp), flat_buffer(gy), xp.shape[0], *_direct_args(xp.shape, w_shape, g))
     return dw
 
 # %% ../nbs/16_gpu_ops.ipynb #3880d0df
@@ -221,12 +221,12 @@ def _max_pool_grad_kernel(dx, gy, idx, n, plane_size, OHW):
 def max_pool_arrays(x: DeviceArray, g):
     N, C, H, W = x.shape
     out, idx = empty((N, C, *g.out), x.dtype), empty((N, C, *g.out), np.int64)
-    if out.size: _max_pool_kernel[_blocks(out.size), THREADS](_flat(out), _flat(idx), out.size, _flat(x), C, H, W, *_conv_args(g))
+    if out.size: _max_pool_kernel[blocks_for(out.size), THREADS](flat_buffer(out), flat_buffer(idx), out.size, flat_buffer(x), C, H, W, *_conv_args(g))
     return out, idx
 
 def max_pool_grad(gy: DeviceArray, idx: DeviceArray, shape: tuple) -> DeviceArray:
     dx = full(shape, 0, gy.dtype)
-    if gy.size: _max_pool_grad_kernel[_blocks(gy.size), THREADS](_flat(dx), _flat(gy), _flat(idx), gy.size, shape[2] * shape[3], gy.shape[2] * gy.shape[3])
+    if gy.size: _max_pool_grad_kernel[blocks_for(gy.size), THREADS](flat_buffer(dx), flat_buffer(gy), flat_buffer(idx), gy.size, shape[2] * shape[3], gy.shape[2] * gy.shape[3])
     return dx
 
 # %% ../nbs/16_gpu_ops.ipynb #82838b10
@@ -259,17 +259,17 @@ def _window_mean_grad_kernel(dx, n, gy, H, W, h0, h1, w0, w1, div, OH, OW):
         for h in range(h0[p], h1[p]):
             for w in range(w0[q], w1[q]): cuda.atomic.add(dx, (plane * H + h) * W + w, v)
 
-def _bounds(bounds) -> list: return [_flat(_constant(np.ascontiguousarray(b))) for b in bounds]
+def _bounds(bounds) -> list: return [flat_buffer(_constant(np.ascontiguousarray(b))) for b in bounds]
 
 def window_mean(x: DeviceArray, bounds: tuple) -> DeviceArray:
     N, C, H, W = x.shape
     out = empty((N, C, *bounds[4].shape), x.dtype)
-    if out.size: _window_mean_kernel[_blocks(out.size), THREADS](_flat(out), out.size, _flat(x), H, W, *_bounds(bounds), *bounds[4].shape)
+    if out.size: _window_mean_kernel[blocks_for(out.size), THREADS](flat_buffer(out), out.size, flat_buffer(x), H, W, *_bounds(bounds), *bounds[4].shape)
     return out
 
 def window_mean_grad(gy: DeviceArray, bounds: tuple, shape: tuple) -> DeviceArray:
     dx = full(shape, 0, gy.dtype)
-    if gy.size: _window_mean_grad_kernel[_blocks(gy.size), THREADS](_flat(dx), gy.size, _flat(gy), *shape[2:], *_bounds(bounds), *gy.shape[2:])
+    if gy.size: _window_mean_grad_kernel[blocks_for(gy.size), THREADS](flat_buffer(dx), gy.size, flat_buffer(gy), *shape[2:], *_bounds(bounds), *gy.shape[2:])
     return dx
 
 # %% ../nbs/16_gpu_ops.ipynb #2f6777b1
@@ -294,7 +294,7 @@ def uniform(shape: tuple, dtype) -> DeviceArray:
     "U[0, 1) samples in a new device array, keyed from minidl's generator (drawn as float64, then cast to `dtype`)."
     key0, key1 = (int(k) for k in default_generator().integers(0, 2 ** 32, 2))
     out = empty(shape, np.float64)
-    if out.size: _uniform_kernel[_blocks(out.size), THREADS](out.buf, out.size, key0, key1)
+    if out.size: _uniform_kernel[blocks_for(out.size), THREADS](out.buf, out.size, key0, key1)
     return out if out.dtype == dtype else out.astype(dtype)
 
 # %% ../nbs/16_gpu_ops.ipynb #cdfaaaa6
@@ -324,12 +324,12 @@ def adagrad_kernel(p, g, acc, clr, eps, weight_decay):
         p[i] -= clr * gi / (math.sqrt(acc[i]) + eps)
 
 def _rmsprop(p, g, sq, gavg, buf, *hyper):
-    _same_device("RMSprop", p, g, sq)
-    rmsprop_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(sq), _or_placeholder(gavg, p), _or_placeholder(buf, p), *hyper)
+    check_same_device("RMSprop", p, g, sq)
+    rmsprop_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), flat_buffer(sq), or_placeholder(gavg, p), or_placeholder(buf, p), *hyper)
 
 def _adagrad(p, g, acc, *hyper):
-    _same_device("Adagrad", p, g, acc)
-    adagrad_kernel[_blocks(p.size), THREADS](_flat(p), _flat(g), _flat(acc), *hyper)
+    check_same_device("Adagrad", p, g, acc)
+    adagrad_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), flat_buffer(acc), *hyper)
 
 # %% ../nbs/16_gpu_ops.ipynb #39ab275a
 class CUDABackend(DeviceBackend):

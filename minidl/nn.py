@@ -8,8 +8,8 @@ __all__ = ['ReLU', 'GELU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLo
            'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_',
            'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten',
            'Sequential', 'ModuleList', 'ModuleDict', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout',
-           'Embedding', 'LayerNorm', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss',
-           'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+           'Embedding', 'LayerNorm', 'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss',
+           'mse_loss', 'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
@@ -18,7 +18,7 @@ import numpy as np
 from . import ops
 from .autograd import Function, is_grad_enabled, no_grad
 from .core import default_generator
-from .tensor import Tensor, _move, device, ones, tensor, zeros
+from .tensor import Tensor, move_array, device, ones, tensor, zeros
 
 # %% ../nbs/06_nn.ipynb #fb05bfe1
 class Parameter(Tensor):
@@ -151,7 +151,7 @@ def _to(self, dev=None, dtype=None):
             for t in store.values():
                 for x in (t, getattr(t, "grad", None)):
                     if x is None: continue
-                    if dev is not None: x._a = _move(x._a, dev)
+                    if dev is not None: x._a = move_array(x._a, dev)
                     if dtype is not None and x.dtype.kind == "f": x._a = x.backend.cast(x._a, np.dtype(dtype))
     return self
 
@@ -184,7 +184,7 @@ def _load_state_dict(self, state_dict, strict: bool = True):
     for k, t in own.items():
         if k in state_dict:
             v = state_dict[k]
-            t.backend.assign(t._a, _move((v if isinstance(v, Tensor) else tensor(v))._a, t.device))   # from any device
+            t.backend.assign(t._a, move_array((v if isinstance(v, Tensor) else tensor(v))._a, t.device))   # from any device
             t._version[0] += 1
     return missing, unexpected
 
@@ -410,7 +410,7 @@ class LayerNorm(Module):
         return y * self.weight + self.bias if self.weight is not None else y
     def extra_repr(self): return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
-class _BatchNorm(Module):
+class BatchNormBase(Module):
     "Normalise each channel (dim 1) over all other dims; running statistics for eval mode. Subclasses set `shapes`."
     shapes = {}                                  # ndim -> how the expected shape reads in an error message
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True):
@@ -443,7 +443,7 @@ class _BatchNorm(Module):
         return y * self.weight.reshape(*shape) + self.bias.reshape(*shape) if self.weight is not None else y
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}"
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     "Batch norm for (N, C) features or (N, C, L) sequences."
     shapes = {2: "(N, {C})", 3: "(N, {C}, L)"}
 

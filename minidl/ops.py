@@ -20,9 +20,9 @@ from collections import namedtuple
 import numpy as np
 from .backend import cpu_backend
 from .core import as_dtype, bool_, float64, get_default_dtype, int64
-from .tensor import Tensor, _dim, _move, broadcast_shapes, tensor
+from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
 from .tensor import device as Device
-from .autograd import Function, Node, _GradMode, is_grad_enabled, no_grad
+from .autograd import Function, Node, is_grad_enabled, no_grad
 
 # %% ../nbs/04_ops.ipynb #a439eea8
 def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
@@ -98,7 +98,7 @@ class ToDevice(Function):
     @staticmethod
     def forward(ctx, x, dev):
         ctx.device = x.device
-        return Tensor(_move(x._a, dev))
+        return Tensor(move_array(x._a, dev))
     @staticmethod
     def backward(ctx, g): return g.to(ctx.device)
 
@@ -179,14 +179,14 @@ def view(x, *shape):
 
 def permute(x, *dims):
     "Reorder the dimensions (a view)."
-    dims = tuple(_dim(d, x.ndim) for d in _shape_arg(dims))
+    dims = tuple(wrap_dim(d, x.ndim) for d in _shape_arg(dims))
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: dims {dims} must be a permutation of 0..{x.ndim - 1}")
     return Permute.apply(x, dims)
 
 def transpose(x, dim0, dim1):
     "Swap two dimensions (a view)."
-    dims = list(range(x.ndim)); a, b = _dim(dim0, x.ndim), _dim(dim1, x.ndim)
+    dims = list(range(x.ndim)); a, b = wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim)
     dims[a], dims[b] = dims[b], dims[a]
     return permute(x, dims)
 
@@ -207,19 +207,19 @@ def squeeze(x, dim=None):
     "Remove size-1 dimensions (all, or only `dim`)."
     if dim is None: shape = tuple(n for n in x.shape if n != 1)
     else:
-        d = _dim(dim, x.ndim)
+        d = wrap_dim(dim, x.ndim)
         shape = x.shape[:d] + x.shape[d + 1:] if x.ndim and x.shape[d] == 1 else x.shape
     return reshape(x, shape)
 
 def unsqueeze(x, dim):
     "Insert a size-1 dimension at `dim`."
-    d = _dim(dim, x.ndim + 1)
+    d = wrap_dim(dim, x.ndim + 1)
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 def flatten(x, start_dim=0, end_dim=-1):
     "Merge dimensions `start_dim`..`end_dim` into one."
     if x.ndim == 0: return reshape(x, (1,))
-    s, e = _dim(start_dim, x.ndim), _dim(end_dim, x.ndim)
+    s, e = wrap_dim(start_dim, x.ndim), wrap_dim(end_dim, x.ndim)
     return reshape(x, x.shape[:s] + (-1,) + x.shape[e + 1:]) if s <= e else x
 
 def expand_as(x, other): return expand(x, other.shape)
@@ -234,7 +234,7 @@ Tensor.mT = property(lambda self: transpose(self, -2, -1), doc="The last two dim
 def _reduce_axes(dim, ndim) -> tuple:
     if dim is None: return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    return tuple(sorted({_dim(d, ndim) for d in dims})) if ndim else ()
+    return tuple(sorted({wrap_dim(d, ndim) for d in dims})) if ndim else ()
 
 class Sum(Function):
     @staticmethod
@@ -356,13 +356,13 @@ def _compare(name):
 eq, ne, lt, le, gt, ge = (_compare(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
 Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tensor.__ge__ = eq, ne, lt, le, gt, ge
 Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge = eq, ne, lt, le, gt, ge
-def _logical(name):
+def _logical(name, symbol):
     def op(a, b):
         a, b = _operands(a, b)
-        if a.dtype.kind not in "bi": raise TypeError(f"{name} needs bool or integer tensors, got {a.dtype}")
+        if a.dtype.kind not in "bi": raise TypeError(f"{symbol} needs bool or integer tensors, got {a.dtype}")
         return Tensor(_broadcast(name, a, b))
     return op
-Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical("and"), _logical("or"), _logical("xor")
+Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical("and", "&"), _logical("or", "|"), _logical("xor", "^")
 def _invert(self):
     if self.dtype.kind not in "bi": raise TypeError(f"~ needs a bool or integer tensor, got {self.dtype}")
     return Tensor(self.backend.map("invert", self._a))
@@ -517,7 +517,7 @@ def _getitem(x, key):
 
 def gather(x, dim, index):
     "Along `dim`, pick `x`'s elements at `index` (same number of dims as `x`), as `torch.gather`."
-    d = _dim(dim, x.ndim)
+    d = wrap_dim(dim, x.ndim)
     idx = index if isinstance(index, Tensor) else tensor(index)
     if idx.dtype.kind not in "iu": raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim: raise ValueError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
@@ -550,7 +550,7 @@ def std(x, dim=None, unbiased=True, keepdim=False, correction=None):
 def prod(x, dim=None, keepdim=False):
     "Product over `dim` (one dimension, or all when None); the gradient is right even with zeros."
     if dim is None: return prod(x.reshape(-1), 0, keepdim=False).reshape(() if not keepdim else (1,) * x.ndim)
-    return Prod.apply(x, _dim(dim, x.ndim), keepdim)
+    return Prod.apply(x, wrap_dim(dim, x.ndim), keepdim)
 
 class Prod(Function):
     @staticmethod
@@ -579,7 +579,7 @@ def _extreme(x, dim, keepdim, arg, name):
     if dim is None:
         flat = x.reshape(-1)
         return gather(flat, 0, Tensor(arg(flat._a, 0, True))).reshape(())   # the position stays on x's device
-    d = _dim(dim, x.ndim) if x.ndim else 0
+    d = wrap_dim(dim, x.ndim) if x.ndim else 0
     if x.ndim == 0: return _MaxMin(x, Tensor(x.backend.full((), 0, int64)))
     idx = Tensor(arg(x._a, d, True))
     values = gather(x, d, idx)
@@ -597,11 +597,11 @@ def min(x, dim=None, keepdim=False):
 
 def argmax(x, dim=None, keepdim=False):
     "Index of the largest element (of the flattened tensor when `dim` is None)."
-    return Tensor(x.backend.argmax(x._a, None if dim is None else _dim(dim, x.ndim), keepdim and dim is not None))
+    return Tensor(x.backend.argmax(x._a, None if dim is None else wrap_dim(dim, x.ndim), keepdim and dim is not None))
 
 def argmin(x, dim=None, keepdim=False):
     "Index of the smallest element (of the flattened tensor when `dim` is None)."
-    return Tensor(x.backend.argmin(x._a, None if dim is None else _dim(dim, x.ndim), keepdim and dim is not None))
+    return Tensor(x.backend.argmin(x._a, None if dim is None else wrap_dim(dim, x.ndim), keepdim and dim is not None))
 
 def maximum(a, b):
     "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."
@@ -639,7 +639,7 @@ def cat(tensors, dim=0):
     "Join tensors along an existing dimension (shapes must match elsewhere)."
     tensors = list(tensors)
     if not tensors: raise ValueError("cat: expected a non-empty list of tensors")
-    d = _dim(dim, tensors[0].ndim)
+    d = wrap_dim(dim, tensors[0].ndim)
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != d):
             raise ValueError(f"cat: shapes {[tuple(t.shape) for t in tensors]} must match except in dimension {d}")
@@ -657,7 +657,7 @@ def stack(tensors, dim=0):
 
 def split(x, split_size_or_sections, dim=0):
     "Split into pieces of `split_size` (the last may be smaller) or of the given section sizes; views."
-    d = _dim(dim, x.ndim)
+    d = wrap_dim(dim, x.ndim)
     n = x.shape[d]
     if isinstance(split_size_or_sections, (int, np.integer)):
         step = int(split_size_or_sections)
@@ -671,7 +671,7 @@ def split(x, split_size_or_sections, dim=0):
 
 def chunk(x, chunks, dim=0):
     "Split into `chunks` nearly equal pieces (as `torch.chunk`: pieces of ceil(n / chunks))."
-    n = x.shape[_dim(dim, x.ndim)]
+    n = x.shape[wrap_dim(dim, x.ndim)]
     return split(x, builtins.max(1, -(-n // chunks)), dim)
 
 def one_hot(t, num_classes=-1):
@@ -784,11 +784,11 @@ class LogSumExp(Function):
         if not ctx.keepdim: g, out = g.unsqueeze(ctx.dim), out.unsqueeze(ctx.dim)
         return g * (x - out).exp()
 
-def softmax(x, dim=-1): "exp(x) / sum(exp(x)) along `dim`, computed stably."; x = _float(x); return Softmax.apply(x, _dim(dim, x.ndim))
-def log_softmax(x, dim=-1): "x - logsumexp(x) along `dim`, computed stably."; x = _float(x); return LogSoftmax.apply(x, _dim(dim, x.ndim))
+def softmax(x, dim=-1): "exp(x) / sum(exp(x)) along `dim`, computed stably."; x = _float(x); return Softmax.apply(x, wrap_dim(dim, x.ndim))
+def log_softmax(x, dim=-1): "x - logsumexp(x) along `dim`, computed stably."; x = _float(x); return LogSoftmax.apply(x, wrap_dim(dim, x.ndim))
 def logsumexp(x, dim=-1, keepdim=False):
     "log(sum(exp(x))) along `dim`, computed stably."
-    x = _float(x); return LogSumExp.apply(x, _dim(dim, x.ndim), keepdim)
+    x = _float(x); return LogSumExp.apply(x, wrap_dim(dim, x.ndim), keepdim)
 Tensor.softmax, Tensor.log_softmax, Tensor.logsumexp = softmax, log_softmax, logsumexp
 
 # %% ../nbs/04_ops.ipynb #1cb1ec1b

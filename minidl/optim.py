@@ -13,13 +13,13 @@ import numpy as np
 from numba import njit
 from .backend import cpu_backend, implement
 from .autograd import enable_grad, no_grad
-from .tensor import Tensor, _move, tensor
+from .tensor import Tensor, move_array, tensor
 
 # %% ../nbs/07_optim.ipynb #e471fd91
 def _state_buffer(v: Tensor, p: Tensor):
     "A flat copy of the state tensor `v` in p's dtype, on p's device."
     B = p.backend
-    return B.reshape(B.copy(B.cast(_move(v.detach()._a, p.device), p.dtype)), (-1,))
+    return B.reshape(B.copy(B.cast(move_array(v.detach()._a, p.device), p.dtype)), (-1,))
 
 class Optimizer:
     "Base class: parameter groups, per-parameter state, `zero_grad`, `state_dict`/`load_state_dict`."

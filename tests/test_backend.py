@@ -186,3 +186,13 @@ def test_the_storage_scan_catches_numpy_on_storage(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import numpy as np\ndef f(x, B):\n    B.sum(x._a, (0,), False)\n    y = np.exp(x._a)\n    return x._a.reshape(-1), x._a[0]\n")
     assert [line.split(":")[1] for line in _storage_uses(f)] == ["4", "5", "5"]
+
+
+def test_no_module_imports_a_private_name_from_another():
+    private = []
+    for path in PKG.glob("*.py"):
+        if path.stem == "_modidx": continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("minidl")):
+                private += [f"{path.stem} imports {a.name} from {node.module}" for a in node.names if a.name.startswith("_")]
+    assert private == []

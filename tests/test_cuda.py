@@ -79,7 +79,7 @@ def test_sgd_kernel_matches_the_cpu_kernel(momentum, dampening, weight_decay, ne
         g = rng.standard_normal(257).astype(np.float32)
         hp = tuple(np.float32(v) for v in (0.05, momentum, dampening, weight_decay)) + (nesterov, step == 0)
         _sgd_kernel(p_cpu, g, buf_cpu, *hp)
-        mc.sgd_kernel[mc._blocks(257), mc.THREADS](p_gpu, mc.cuda.to_device(g), buf_gpu, *hp)
+        mc.sgd_kernel[mc.blocks_for(257), mc.THREADS](p_gpu, mc.cuda.to_device(g), buf_gpu, *hp)
     np.testing.assert_allclose(p_gpu.copy_to_host(), p_cpu, rtol=1e-6, atol=1e-7)
 
 
@@ -94,7 +94,7 @@ def test_adam_kernel_matches_the_cpu_kernel(decoupled, amsgrad):
         g = rng.standard_normal(129).astype(np.float32)
         hp = tuple(np.float32(v) for v in (1e-2, 0.9, 0.999, 1e-8, 0.05)) + (decoupled, amsgrad, np.float32(1 - 0.9 ** t), np.float32(1 - 0.999 ** t))
         _adam_kernel(cpu[0], g, cpu[1], cpu[2], cpu[3], *hp)
-        mc.adam_kernel[mc._blocks(129), mc.THREADS](gpu[0], mc.cuda.to_device(g), gpu[1], gpu[2], gpu[3], *hp)
+        mc.adam_kernel[mc.blocks_for(129), mc.THREADS](gpu[0], mc.cuda.to_device(g), gpu[1], gpu[2], gpu[3], *hp)
     for name, c, d in zip(("p", "m", "v", "vmax"), cpu, gpu):
         np.testing.assert_allclose(d.copy_to_host(), c, rtol=1e-5, atol=1e-7, err_msg=name)
 
@@ -105,5 +105,5 @@ def test_scatter_add_counts_every_repeat(size, n):
     rng = np.random.default_rng(n)
     index, src = rng.integers(0, size, n), rng.standard_normal(n)
     out = mc.cuda.to_device(np.zeros(size))
-    mc.scatter_add_kernel[mc._blocks(n), mc.THREADS](out, mc.cuda.to_device(index), mc.cuda.to_device(src))
+    mc.scatter_add_kernel[mc.blocks_for(n), mc.THREADS](out, mc.cuda.to_device(index), mc.cuda.to_device(src))
     np.testing.assert_allclose(out.copy_to_host(), K.scatter_add(size, index, src), rtol=1e-12, atol=1e-12)
