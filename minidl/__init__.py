@@ -12,7 +12,7 @@ from .core import (float32, float64, int64, bool_, get_default_dtype, set_defaul
 from .tensor import (Tensor, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
                            rand, randn, randint, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like)
-from . import autograd, conv, data, nn, optim  # conv adds its layers to nn and nn.functional
+from . import autograd, conv, data, layers, nn, optim
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,

@@ -15,11 +15,10 @@ import math
 from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
-from . import nn
 from .autograd import Function
 from .backend import cpu_backend, implement
 from .kernels import serial_and_parallel
-from .nn import Module, Parameter, BatchNormBase, init
+from .layers import BatchNormBase, Module, Parameter, kaiming_uniform_, uniform_
 from .ops import gather
 from .tensor import Tensor, ones, zeros
 
@@ -753,10 +752,10 @@ class _ConvNd(Module):
         self.bias = Parameter(zeros(out_channels)) if bias else None
         self.reset_parameters()
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = self.weight.shape[1] * int(np.prod(self.kernel_size))
-            init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
     def _padded_input(self, x):
         "For padding_mode other than 'zeros': pad explicitly, then convolve without padding."
         if self.padding_mode == "zeros" or self.padding == "valid": return x, self.padding
@@ -818,10 +817,3 @@ AvgPool1d = _pool_module("AvgPool1d", avg_pool1d, dict(kernel_size=_REQUIRED, st
 AvgPool2d = _pool_module("AvgPool2d", avg_pool2d, dict(kernel_size=_REQUIRED, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None), "Average pooling over (N, C, H, W).")
 AdaptiveAvgPool1d = _pool_module("AdaptiveAvgPool1d", adaptive_avg_pool1d, dict(output_size=_REQUIRED), "Average (N, C, L) into `output_size` windows.")
 AdaptiveAvgPool2d = _pool_module("AdaptiveAvgPool2d", adaptive_avg_pool2d, dict(output_size=_REQUIRED), "Average (N, C, H, W) into an `output_size` grid.")
-
-# %% ../nbs/12_conv.ipynb #c55fe486
-for _f in (conv1d, conv2d, conv_transpose2d, unfold, fold, pad, max_pool1d, max_pool2d, avg_pool1d, avg_pool2d,
-           adaptive_avg_pool1d, adaptive_avg_pool2d, group_norm):
-    setattr(nn.functional, _f.__name__, _f)
-for _m in (Conv1d, Conv2d, ConvTranspose2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool1d, AdaptiveAvgPool2d, BatchNorm2d, GroupNorm):
-    setattr(nn, _m.__name__, _m)

@@ -121,23 +121,32 @@ def test_cuda_backend_agrees_with_the_cpu_backend(primitive):
 
 # ---- layering
 
+def _module_name(path: Path) -> str:
+    "The dotted name of a package file below minidl: 'ops', 'nn' (for nn/__init__.py), 'nn.functional'."
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> set:
-    "The minidl modules that `path` imports anywhere in it (module level or inside functions)."
+    "The minidl modules that `path` imports anywhere in it (module level or inside functions), by dotted name."
+    here = _module_name(path)
+    package = here.split(".") if path.stem == "__init__" else here.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level == 1: names = [base] if base else [a.name for a in node.names]
-            elif base.startswith("minidl"): names = [base.removeprefix("minidl").lstrip(".") or a.name for a in node.names]
+            if node.level: base = package[:len(package) - node.level + 1] + ([node.module] if node.module else [])
+            elif (node.module or "").startswith("minidl"): base = node.module.split(".")[1:]
             else: continue
-            found |= {n.split(".")[0] for n in names if n}
+            for a in node.names:          # `from . import functional` names a module; `from .ops import relu` a name in one
+                sub = ".".join(base + [a.name])
+                found.add(sub if (PKG / Path(*sub.split("."))).with_suffix(".py").exists() or (PKG / Path(*sub.split("."))).is_dir() else ".".join(base))
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("minidl.")}
-    return found - {"_modidx"}
+            found |= {a.name.removeprefix("minidl.") for a in node.names if a.name.startswith("minidl.")}
+    return {m for m in found if m and m != "_modidx"}
 
 
 def _graph() -> dict:
-    return {p.stem: _imports(p) for p in PKG.glob("*.py") if p.stem not in ("__init__", "_modidx")}
+    return {_module_name(p): _imports(p) for p in PKG.rglob("*.py") if p.stem != "_modidx" and _module_name(p)}
 
 
 def test_no_import_cycle():
@@ -153,7 +162,8 @@ def test_no_import_cycle():
     assert cycles == []
 
 
-ABOVE_THE_BACKENDS = {"tensor", "autograd", "ops", "nn", "conv", "optim", "learner", "models", "data", "save", "train"}
+ABOVE_THE_BACKENDS = {"tensor", "autograd", "ops", "layers", "nn", "nn.functional", "nn.init", "conv", "optim", "learner", "models",
+                      "data", "save", "train"}
 
 def test_backends_import_nothing_above_them():
     graph = _graph()
@@ -177,7 +187,7 @@ def _storage_uses(path: Path) -> list:
     return bad
 
 
-@pytest.mark.parametrize("module", ["ops", "nn", "conv", "optim"])
+@pytest.mark.parametrize("module", ["ops", "layers", "conv", "optim"])
 def test_the_layers_reach_storage_only_through_the_backend(module):
     assert _storage_uses(PKG / f"{module}.py") == []
 
@@ -190,7 +200,7 @@ def test_the_storage_scan_catches_numpy_on_storage(tmp_path):
 
 def test_no_module_imports_a_private_name_from_another():
     private = []
-    for path in PKG.glob("*.py"):
+    for path in PKG.rglob("*.py"):
         if path.stem == "_modidx": continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("minidl")):

@@ -41,7 +41,7 @@ def test_every_page_is_clean(site):
 
 
 def test_course_and_reference_pages_exist(site):
-    for name in ("index", "tensor", "autograd", "conv", "cnn", "from_pytorch", "bench_results", "api/nn", "api/tensor", "search"):
+    for name in ("index", "tensor", "autograd", "conv", "cnn", "from_pytorch", "bench_results", "api/layers", "api/tensor", "search"):
         assert (site / f"{name}.html").exists(), name
     index = (site / "index.html").read_text()
     assert index.index('href="core.html"') < index.index('href="tensor.html"') < index.index('href="cnn.html"')   # teaching order

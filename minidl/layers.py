@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['ReLU', 'GELU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MSELoss', 'L1Loss', 'SmoothL1Loss',
-           'BCELoss', 'BCEWithLogitsLoss', 'functional', 'init', 'Parameter', 'RemovableHandle', 'Module',
-           'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_',
-           'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten',
-           'Sequential', 'ModuleList', 'ModuleDict', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout',
-           'Embedding', 'LayerNorm', 'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss',
-           'mse_loss', 'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
+           'BCELoss', 'BCEWithLogitsLoss', 'Parameter', 'RemovableHandle', 'Module', 'calculate_gain', 'uniform_',
+           'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_', 'xavier_normal_',
+           'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList',
+           'ModuleDict', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout', 'Embedding', 'LayerNorm',
+           'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss',
+           'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
@@ -619,21 +619,3 @@ L1Loss = _loss_module("L1Loss", l1_loss, {"reduction": "mean"})
 SmoothL1Loss = _loss_module("SmoothL1Loss", smooth_l1_loss, {"reduction": "mean", "beta": 1.0})
 BCELoss = _loss_module("BCELoss", binary_cross_entropy, {"weight": None, "reduction": "mean"})
 BCEWithLogitsLoss = _loss_module("BCEWithLogitsLoss", binary_cross_entropy_with_logits, {"weight": None, "reduction": "mean", "pos_weight": None})
-
-import sys as _sys, types as _types
-def _namespace(name, doc, members):
-    mod = _types.ModuleType(f"{__name__}.{name}", doc)
-    for k, v in members.items(): setattr(mod, k, v)
-    _sys.modules[mod.__name__] = mod
-    return mod
-
-functional = _namespace("functional", "Functional forms of the layers and losses (import as F).", dict(
-    relu=ops.relu, leaky_relu=ops.leaky_relu, elu=ops.elu, gelu=ops.gelu, silu=ops.silu, softplus=ops.softplus,
-    sigmoid=ops.sigmoid, tanh=ops.tanh, softmax=ops.softmax, log_softmax=ops.log_softmax, one_hot=ops.one_hot,
-    linear=linear, dropout=dropout,
-    cross_entropy=cross_entropy, nll_loss=nll_loss, mse_loss=mse_loss, l1_loss=l1_loss, smooth_l1_loss=smooth_l1_loss,
-    binary_cross_entropy=binary_cross_entropy, binary_cross_entropy_with_logits=binary_cross_entropy_with_logits))
-init = _namespace("init", "Parameter initialisation, in place (the trailing underscore).", dict(
-    calculate_gain=calculate_gain, uniform_=uniform_, normal_=normal_, constant_=constant_, zeros_=zeros_, ones_=ones_,
-    trunc_normal_=trunc_normal_, xavier_uniform_=xavier_uniform_, xavier_normal_=xavier_normal_,
-    kaiming_uniform_=kaiming_uniform_, kaiming_normal_=kaiming_normal_))
