@@ -13,6 +13,7 @@ __all__ = ['copies', 'UFUNCS', 'SUM', 'MAX', 'MIN', 'ARGMAX', 'ARGMIN', 'PROD', 
 import math
 import numpy as np
 import numba
+from . import kernels as K
 from .backend import OPS, Backend
 from .cuda import THREADS, blocks_for, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
 from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
@@ -619,26 +620,14 @@ def scatter_add(size: int, index, src):
     return out
 
 # %% ../nbs/15_gpu.ipynb #5d75f4b0
-# the activations of minidl.kernels, as device functions with the same bodies (sigmoid and relu are lesson 14's)
-@device_function
-def _leaky_relu(x, slope): return x if x > 0 else slope * x
-@device_function
-def _elu(x, alpha): return x if x > 0 else alpha * math.expm1(x)
-@device_function
-def _erf(x): return math.erf(x)
-@device_function
-def _gelu(x): return 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
+# Activations whose scalar body uses only arithmetic and `math` are lesson 02's own functions, compiled a second
+# time, for the GPU. sigmoid and silu have GPU bodies: lesson 02's use `exp32`, a CPU-only trick (a polynomial and
+# a bit-cast that LLVM spreads over AVX lanes), where a GPU has a fast `exp` in hardware. relu is lesson 14's.
 @device_function
 def _silu(x): return x * sigmoid(x)
-@device_function
-def _softplus(x, beta, threshold):
-    bx = beta * x
-    return x if bx > threshold else math.log1p(math.exp(bx)) / beta
-@device_function
-def _rsqrt(x): return 1 / math.sqrt(x)
 
-ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu, "leaky_relu": _leaky_relu, "elu": _elu, "erf": _erf, "gelu": _gelu,
-               "silu": _silu, "softplus": _softplus, "rsqrt": _rsqrt, "clip": _clip}
+ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("leaky_relu", "elu", "erf", "gelu", "softplus", "rsqrt")}
+ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 
 # %% ../nbs/15_gpu.ipynb #7088a314

@@ -45,8 +45,8 @@ def test_course_and_reference_pages_exist(site):
         assert (site / f"{name}.html").exists(), name
     index = (site / "index.html").read_text()
     assert index.index('href="core.html"') < index.index('href="tensor.html"') < index.index('href="cnn.html"')   # teaching order
-    api_nn = (site / "api" / "nn.html").read_text()
-    assert re.search(r"<td>.{0,200}label_smoothing.{0,300}</td>\s*<td>.{0,100}0\.0", api_nn, re.S), "cross_entropy's parameters have no table"
+    api_layers = (site / "api" / "layers.html").read_text()
+    assert re.search(r"<td>.{0,200}label_smoothing.{0,300}</td>\s*<td>.{0,100}0\.0", api_layers, re.S), "cross_entropy's parameters have no table"
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_lesson_in_the_browser(server, tmp_path):
 @needs_chromium
 def test_api_reference_in_the_browser(server, tmp_path):
     url, _ = server
-    dom = chromium(tmp_path, "--dump-dom", f"{url}/api/nn.html")
+    dom = chromium(tmp_path, "--dump-dom", f"{url}/api/layers.html")
     for name in ("Linear", "cross_entropy", "Module.parameters"):
         assert f">{name}<" in dom, name
     assert "<mjx-container" in chromium(tmp_path, "--dump-dom", f"{url}/api/kernels.html"), "math in docstrings (softmax_from_lse) was not typeset"
@@ -90,7 +90,7 @@ def test_api_reference_in_the_browser(server, tmp_path):
 @needs_chromium
 def test_search_and_math_work_from_disk(site, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", (site / "search.html").as_uri() + "?q=cross_entropy")
-    assert "api/nn.html" in dom, "searching for cross_entropy found no API page"
+    assert "api/layers.html" in dom, "searching for cross_entropy found no API page"
     assert "<mjx-container" in chromium(tmp_path, "--dump-dom", (site / "conv.html").as_uri()), "math was not typeset from disk"
 
 
