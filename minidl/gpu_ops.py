@@ -13,8 +13,8 @@ import numpy as np
 from .core import default_generator
 from .cuda import THREADS, blocks_for, cuda
 from .backend import register
-from .gpu import (FUNCTIONS, UFUNCS, DeviceArray, DeviceBackend, device_function, broadcast_strides, flat_buffer, strided_offset, or_placeholder, check_same_device,
-                        broadcast_to, check_range, contiguous, empty, full, to_device)
+from .gpu import (DeviceArray, DeviceBackend, broadcast_strides, flat_buffer, strided_offset, or_placeholder, check_same_device,
+                        check_range, empty, full, matmul, to_device)
 
 # %% ../nbs/16_gpu_ops.ipynb #f2109f8d
 @cuda.jit
@@ -41,20 +41,6 @@ def take_along_axis(x: DeviceArray, indices: DeviceArray, axis: int) -> DeviceAr
                                             indices.buf, indices.offset, broadcast_strides(indices, shape))
     return out
 
-def _take(x: DeviceArray, indices: DeviceArray, axis=None) -> DeviceArray:
-    "NumPy's `take`: the same index list along one axis for every position of the others."
-    check_same_device("numpy.take", x, indices)
-    if axis is None: x, axis = contiguous(x).reshape(-1), 0
-    axis %= x.ndim
-    flat = indices.reshape(-1)
-    spread = flat.reshape((1,) * axis + (flat.size,) + (1,) * (x.ndim - axis - 1))
-    out = take_along_axis(x, broadcast_to(spread, x.shape[:axis] + (flat.size,) + x.shape[axis + 1:]), axis)
-    return out.reshape(x.shape[:axis] + indices.shape + x.shape[axis + 1:])
-
-FUNCTIONS.update({np.take_along_axis: take_along_axis, np.take: _take,
-                  np.ravel: lambda x: contiguous(x).reshape(-1)})
-UFUNCS[np.remainder] = device_function(lambda x, y: x % y)         # Python's remainder (the divisor's sign), as NumPy's
-
 # %% ../nbs/16_gpu_ops.ipynb #a14c751e
 def _letters(s, *sets): return "".join(c for c in s if all(c in t for t in sets))
 
@@ -77,10 +63,8 @@ def einsum(subscripts: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
     dt = np.result_type(a.dtype, b.dtype)
     a2 = a.transpose([sa.index(c) for c in batch + free_a + contracted]).astype(dt, copy=False).reshape(n(batch), n(free_a), n(contracted))
     b2 = b.transpose([sb.index(c) for c in batch + contracted + free_b]).astype(dt, copy=False).reshape(n(batch), n(contracted), n(free_b))
-    c = (a2 @ b2).reshape(tuple(size[ch] for ch in batch + free_a + free_b))
+    c = matmul(a2, b2).reshape(tuple(size[ch] for ch in batch + free_a + free_b))
     return c.transpose([(batch + free_a + free_b).index(ch) for ch in so])
-
-FUNCTIONS[np.einsum] = einsum
 
 # %% ../nbs/16_gpu_ops.ipynb #6ad754af
 @cuda.jit

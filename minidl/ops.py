@@ -18,7 +18,7 @@ import contextlib
 import math
 from collections import namedtuple
 import numpy as np
-from .backend import cpu_backend
+from .backend import backend_of, cpu_backend
 from .core import as_dtype, bool_, float64, get_default_dtype, int64
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
 from .tensor import device as Device
@@ -71,8 +71,7 @@ def _backend(*tensors):
 
 def _broadcast(op: str, a, b):
     "The backend's elementwise `op` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
-    B = a.backend
-    if B is cpu_backend: B = b.backend          # `_backend(a, b)`, inlined: every arithmetic op passes here
+    B = backend_of(b._a if type(a._a) is cpu_backend.array_type else a._a)     # `_backend(a, b)` in one lookup: every arithmetic op passes here
     try: return B.map(op, a._a, b._a)
     except ValueError:
         raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
