@@ -9,7 +9,6 @@ __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'Nod
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
 import contextlib
-import functools
 import weakref
 import numpy as np
 from .tensor import Tensor, tensor

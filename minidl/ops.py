@@ -22,7 +22,7 @@ from .backend import backend_of, cpu_backend
 from .core import as_dtype, bool_, float64, get_default_dtype, int64
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
 from .tensor import device as Device
-from .autograd import Function, Node, is_grad_enabled, no_grad
+from .autograd import Function, is_grad_enabled, no_grad
 
 # %% ../nbs/04_ops.ipynb #a439eea8
 def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:

@@ -9,7 +9,6 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'LRSchedul
 # %% ../nbs/07_optim.ipynb #19f683de
 import bisect
 import math
-import numpy as np
 from numba import njit
 from .backend import cpu_backend, implement
 from .autograd import enable_grad, no_grad

@@ -8,7 +8,6 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
            'normal', 'zeros_like', 'ones_like', 'empty_like', 'full_like', 'rand_like', 'randn_like']
 
 # %% ../nbs/01_tensor.ipynb #63ac249b
-import numbers
 import numpy as np
 from .backend import backend_of, get_backend
 from .core import as_dtype, bool_, default_generator, float32, float64, get_default_dtype, int64
