@@ -445,20 +445,20 @@ DeviceArray.__getitem__, DeviceArray.__setitem__ = _getitem, _setitem
 
 # %% ../nbs/15_gpu.ipynb #da56e0d3
 def _where(cond, a, b):
-    return apply(_where_fn, [cond, a, b], _result_type(a, b), name="numpy.where")
+    return apply(_where_fn, [cond, a, b], _result_type(a, b), name="where")
 
 @device_function
 def _where_fn(c, x, y): return x if c else y
 
 def _concatenate(arrays, axis=0):
     arrays = list(arrays)
-    check_same_device("numpy.concatenate", *arrays)
+    check_same_device("concatenate", *arrays)
     axis = axis % arrays[0].ndim
     shape = list(arrays[0].shape); shape[axis] = sum(a.shape[axis] for a in arrays)
     out, at = empty(tuple(shape), np.result_type(*[a.dtype for a in arrays])), 0
     for a in arrays:
         key = (slice(None),) * axis + (slice(at, at + a.shape[axis]),)
-        if a.size: apply(_identity, [a], out.dtype, out=out[key], name="numpy.concatenate")
+        if a.size: apply(_identity, [a], out.dtype, out=out[key], name="concatenate")
         at += a.shape[axis]
     return out
 

@@ -28,7 +28,7 @@ def _take_kernel(out, n, shape, x, x_off, x_str, axis_stride, size, idx, i_off, 
 
 def take_along_axis(x: DeviceArray, indices: DeviceArray, axis: int) -> DeviceArray:
     "NumPy's `take_along_axis` on the device: indices broadcast against x everywhere but along `axis`."
-    check_same_device("numpy.take_along_axis", x, indices)
+    check_same_device("take_along_axis", x, indices)
     if indices.dtype.kind not in "iu": raise IndexError(f"take_along_axis: indices must be integers, got {indices.dtype}")
     if indices.ndim != x.ndim: raise ValueError(f"take_along_axis: indices and array must have the same number of dimensions, got {indices.ndim} and {x.ndim}")
     axis %= x.ndim
@@ -51,7 +51,7 @@ def _sum_away(x: DeviceArray, s: str, keep: str):
 
 def einsum(subscripts: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
     "Two-operand einsum with an explicit output ('ij,jk->ik'), as one batched matmul on the device."
-    check_same_device("numpy.einsum", a, b)
+    check_same_device("einsum", a, b)
     ins, _, so = subscripts.replace(" ", "").partition("->")
     sa, sb = ins.split(",")
     if any(c not in sa + sb for c in so): raise ValueError(f"einsum: output subscript in {so!r} appears in no operand")
