@@ -73,7 +73,8 @@ def _broadcast(op: str, a, b):
     "The backend's elementwise `op` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
     B = backend_of(b._a if type(a._a) is cpu_backend.array_type else a._a)     # `_backend(a, b)` in one lookup: every arithmetic op passes here
     try: return B.map(op, a._a, b._a)
-    except ValueError:
+    except ValueError as e:
+        if "negative integer powers" in str(e): raise RuntimeError("Integers to negative integer powers are not allowed.") from None
         raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together "
                          "(sizes must match or be 1, aligned from the right)") from None
 
@@ -233,7 +234,11 @@ Tensor.mT = property(lambda self: transpose(self, -2, -1), doc="The last two dim
 def _reduce_axes(dim, ndim) -> tuple:
     if dim is None: return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    return tuple(sorted({wrap_dim(d, ndim) for d in dims})) if ndim else ()
+    if not ndim: return ()
+    axes = [wrap_dim(d, ndim) for d in dims]
+    for a in axes:
+        if axes.count(a) > 1: raise RuntimeError(f"dim {a} appears multiple times in the list of dims {tuple(dims)}")
+    return tuple(sorted(axes))
 
 class Sum(Function):
     @staticmethod

@@ -200,7 +200,8 @@ def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _make(default_generator().standard_normal(_size(size), dtype=_float_dtype(dtype)), device, requires_grad)
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
-    "Integers from `low` (default 0) to `high` (excluded)."
+    "Integers from `low` (default 0) to `high` (excluded); `randint(high, size)` as in PyTorch."
+    if isinstance(high, (tuple, list)): low, high, size = 0, low, high        # randint(3, (5,))
     if high is None: low, high = 0, low
     return _make(default_generator().integers(low, high, _size((size,))).astype(as_dtype(dtype or int64)), device)
 

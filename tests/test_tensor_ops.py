@@ -164,3 +164,19 @@ def test_float32_is_the_default_and_kept():
     y = (x @ x).softmax(-1).log().sum()
     y.backward()
     assert y.dtype == md.float32 and x.grad.dtype == md.float32
+
+
+def test_pytorch_forms_and_errors_for_randint_repeated_dims_and_negative_integer_powers():
+    "As PyTorch: randint(high, size), a repeated reduction dim is an error, int ** negative int is an error (not a shape complaint)."
+    md.manual_seed(0)
+    r = md.randint(3, (500,))
+    assert r.shape == (500,) and r.dtype == md.int64 and set(r.tolist()) == {0, 1, 2}
+    assert md.randint(2, 5, (4,)).shape == (4,) and md.randint(4).shape == ()
+    with pytest.raises(RuntimeError, match=r"dim 0 appears multiple times in the list of dims \(0, 0\)"):
+        md.ones(2, 3).sum((0, 0))
+    with pytest.raises(RuntimeError, match="dim 1 appears multiple times"):
+        md.ones(2, 3).mean((1, -1))
+    assert md.ones(2, 3).sum((0, -1)).item() == 6.0
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
+        md.tensor([2, 3]) ** -1
+    np.testing.assert_allclose((md.tensor([2, 3]) ** -1.0).tolist(), [0.5, 1 / 3], rtol=1e-6)      # a float exponent is fine
