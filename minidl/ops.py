@@ -8,9 +8,9 @@ __all__ = ['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'r
            'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
            'expand_as', 'view_as', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
            'neg', 'Where', 'where', 'clamp', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take',
-           'Put', 'gather', 'mean', 'var', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'maximum',
-           'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum',
-           'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
+           'Put', 'gather', 'mean', 'var', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum',
+           'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul',
+           'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -607,21 +607,27 @@ def argmin(x, dim=None, keepdim=False):
     "Index of the smallest element (of the flattened tensor when `dim` is None)."
     return Tensor(x.backend.argmin(x._a, None if dim is None else wrap_dim(dim, x.ndim), keepdim and dim is not None))
 
-def maximum(a, b):
-    "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."
-    a, b = _operands(a, b)
-    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(_broadcast("maximum", a, b))
-    return _tie_split(a, b, a > b)
+class Maximum(Function):
+    "Elementwise maximum, computed exactly; on ties the gradient is shared equally, as in PyTorch."
+    op = "maximum"
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return Tensor(_broadcast(ctx.fn.op, a, b))
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        wins = a > b if ctx.fn.op == "maximum" else a < b
+        wa = where(a == b, 0.5, where(wins, 1.0, 0.0))          # a's share of the gradient
+        return (_unbroadcast(g * wa, a.shape) if ctx.needs_input_grad[0] else None,
+                _unbroadcast(g * (1 - wa), b.shape) if ctx.needs_input_grad[1] else None)
 
-def minimum(a, b):
-    "Elementwise minimum; on ties the gradient is shared equally, as in PyTorch."
-    a, b = _operands(a, b)
-    if not (a.requires_grad or b.requires_grad) or not is_grad_enabled(): return Tensor(_broadcast("minimum", a, b))
-    return _tie_split(a, b, a < b)
+class Minimum(Maximum):
+    "Elementwise minimum: `Maximum` with the comparison reversed."
+    op = "minimum"
 
-def _tie_split(a, b, a_wins):
-    wa = where(a == b, 0.5, where(a_wins, 1.0, 0.0))
-    return a * wa + b * (1 - wa)
+def maximum(a, b): "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."; return Maximum.apply(*_operands(a, b))
+def minimum(a, b): "Elementwise minimum; on ties the gradient is shared equally, as in PyTorch."; return Minimum.apply(*_operands(a, b))
 
 for _f in (mean, var, std, prod, max, min, argmax, argmin, maximum, minimum):
     setattr(Tensor, _f.__name__, _f)

@@ -180,3 +180,14 @@ def test_pytorch_forms_and_errors_for_randint_repeated_dims_and_negative_integer
     with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
         md.tensor([2, 3]) ** -1
     np.testing.assert_allclose((md.tensor([2, 3]) ** -1.0).tolist(), [0.5, 1 / 3], rtol=1e-6)      # a float exponent is fine
+
+
+def test_maximum_and_minimum_values_are_exact_when_recording_gradients():
+    "Found by hypothesis: the tie-sharing blend a * 0.5 + b * 0.5 underflowed 5e-324 to 0; the value must be the exact extremum."
+    a = md.tensor(np.array([5e-324, 1e308, -np.inf]), requires_grad=True)
+    b = md.tensor(np.array([5e-324, 1e308, 1.0]), requires_grad=True)
+    for f, ref in ((md.minimum, np.minimum), (md.maximum, np.maximum)):
+        y = f(a, b)
+        np.testing.assert_array_equal(y.detach().numpy(), ref(a.detach().numpy(), b.detach().numpy()))
+        y.sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1.0, 1.0, 1.0])      # tie: 0.5 + 0.5; -inf: all to a for min, none for max
