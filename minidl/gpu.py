@@ -531,7 +531,7 @@ def _rows_kernel(x, out, rows, cols, mode):
         s = 0.0
         for k in range(cols): s += math.exp(x[base + k] - m)
         lse = m + math.log(s)
-        if mode == LOGSUMEXP: out[r] = lse
+        if mode == LOGSUMEXP: out[r] = m if m == math.inf else lse     # a +inf in the row: the sum is inf, as on the CPU
         else:
             for k in range(cols): out[base + k] = math.exp(x[base + k] - lse) if mode == SOFTMAX else x[base + k] - lse
 

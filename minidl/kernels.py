@@ -242,7 +242,7 @@ def _softmax_rows(x, out, mode):
             if mode == 1:
                 for k in range(r.size): o[k] = r[k] - lse
             else:
-                o[0] = lse
+                o[0] = m if m == np.inf else lse     # a +inf in the row: the sum is inf (inf - inf would make it NaN)
 
 def _rowwise(x, axis, mode):
     if x.dtype.kind != "f": raise TypeError(f"softmax/log_softmax/logsumexp need a floating tensor, got {x.dtype}")

@@ -568,6 +568,7 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     if input.ndim != 2 or tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"nll_loss: expected input (N, C) and target (N,), got {tuple(input.shape)} and {tuple(target.shape)}")
     t = target.long(); valid = t != ignore_index; tv = ops.where(valid, t, 0)
+    tv.backend.check_range(tv._a, 0, input.shape[1], f"nll_loss: target {{}} is out of bounds for {input.shape[1]} classes")
     w = ones(input.shape[1], dtype="float64", device=input.device) if weight is None else weight.double()
     wt = (w[tv] * valid).to(input.dtype)
     l = -input.gather(1, tv.unsqueeze(1)).squeeze(1) * wt

@@ -8,9 +8,10 @@ __all__ = ['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'r
            'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
            'expand_as', 'view_as', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
            'neg', 'Where', 'where', 'clamp', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take',
-           'Put', 'gather', 'mean', 'var', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum',
-           'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul',
-           'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'IndexPut']
+           'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin',
+           'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul',
+           'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp',
+           'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -525,6 +526,7 @@ def gather(x, dim, index):
     idx = index if isinstance(index, Tensor) else tensor(index)
     if idx.dtype.kind not in "iu": raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim: raise ValueError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
+    idx.backend.check_range(idx._a, 0, x.shape[d], f"gather: index {{}} is out of bounds for dimension {d} with size {x.shape[d]}")   # no wrapping, as in PyTorch
     return Take.apply(x, x.backend.take_along_axis(_positions(x), idx._a, d))
 
 Tensor.__getitem__ = _getitem
@@ -547,9 +549,22 @@ def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     d = x - mean(x, axes, keepdim=True)
     return sum(d * d, axes, keepdim) / builtins.max(n - corr, 0)
 
+class StdFromVar(Function):
+    "The square root of a variance, whose gradient is 0 where the variance is 0 (PyTorch's `std`, not `sqrt`'s infinity)."
+    @staticmethod
+    def forward(ctx, v):
+        out = Tensor(v.backend.map("sqrt", v._a))
+        ctx.save_for_backward(out)
+        return out
+    @staticmethod
+    def backward(ctx, g):
+        out, = ctx.saved_tensors
+        spread = out > 0
+        return where(spread, g * 0.5 / where(spread, out, 1.0), 0.0)      # no division by zero, even in the branch not taken
+
 def std(x, dim=None, unbiased=True, keepdim=False, correction=None):
-    "Standard deviation: the square root of `var`."
-    return var(x, dim, unbiased, keepdim, correction).sqrt()
+    "Standard deviation: the square root of `var`; a constant slice gets gradient 0, as in PyTorch."
+    return StdFromVar.apply(var(x, dim, unbiased, keepdim, correction))
 
 def prod(x, dim=None, keepdim=False):
     "Product over `dim` (one dimension, or all when None); the gradient is right even with zeros."

@@ -54,7 +54,7 @@ CONV = {
 }
 
 GATHERS = {
-    "gather": lambda x: x.gather(1, minidl.tensor([[0, 3], [2, 2], [-1, 1]], device=x.device)),
+    "gather": lambda x: x.gather(1, minidl.tensor([[0, 3], [2, 2], [3, 1]], device=x.device)),
     "max dim": lambda x: x.max(1).values, "min dim keepdim": lambda x: x.min(0, keepdim=True).values,
     "prod": lambda x: x.prod(1), "prod all": lambda x: x.prod(),
     "einsum matmul": lambda x: minidl.einsum("ij,kj->ik", x, x * 2),

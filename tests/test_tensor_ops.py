@@ -191,3 +191,16 @@ def test_maximum_and_minimum_values_are_exact_when_recording_gradients():
         np.testing.assert_array_equal(y.detach().numpy(), ref(a.detach().numpy(), b.detach().numpy()))
         y.sum().backward()
     np.testing.assert_array_equal(a.grad.numpy(), [1.0, 1.0, 1.0])      # tie: 0.5 + 0.5; -inf: all to a for min, none for max
+
+
+def test_std_of_a_constant_slice_logsumexp_with_inf_and_negative_gather_indices_follow_pytorch():
+    x = md.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]], requires_grad=True)
+    x.std(1).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0.0, 0.0, 0.0], [-0.5, 0.0, 0.5]])      # PyTorch's values, not NaN
+    assert gradcheck(lambda t: t.std(0), (md.randn(4, 3, dtype="float64", requires_grad=True),))
+    assert md.logsumexp(md.tensor([1.0, math.inf]), 0).item() == math.inf
+    assert math.isnan(md.logsumexp(md.tensor([1.0, math.nan]), 0).item())
+    with pytest.raises(IndexError, match="gather: index -1 is out of bounds for dimension 1 with size 3"):
+        md.ones(2, 3).gather(1, md.tensor([[-1], [0]]))
+    with pytest.raises(IndexError, match="nll_loss: target -1 is out of bounds for 3 classes"):
+        md.nn.functional.nll_loss(md.zeros(2, 3), md.tensor([-1, 0]))
