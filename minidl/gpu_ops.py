@@ -320,18 +320,11 @@ class CUDABackend(DeviceBackend):
     "The complete CUDA backend: lesson 15's primitives, and this lesson's gathers, einsum, convolution, pooling, random numbers and updates."
     def take_along_axis(self, a, index, axis): return take_along_axis(a, index, axis)
     def einsum(self, spec, a, b): return einsum(f"{spec[0]},{spec[1]}->{spec[2]}", a, b)
-    def im2col(self, x, geom): return im2col(x, geom)
-    def col2im(self, cols, geom, shape): return col2im(cols, geom, shape)
-    def direct_conv(self, xp, w, groups, geom): return direct_conv(xp, w, groups, geom)
-    def direct_input_grad(self, gy, w, groups, geom, xp_shape): return direct_input_grad(gy, w, groups, geom, xp_shape)
-    def direct_weight_grad(self, xp, gy, groups, geom, w_shape): return direct_weight_grad(xp, gy, groups, geom, w_shape)
-    def max_pool(self, x, geom): return max_pool_arrays(x, geom)
-    def max_pool_grad(self, gy, idx, shape): return max_pool_grad(gy, idx, shape)
-    def window_mean(self, x, bounds): return window_mean(x, bounds)
-    def window_mean_grad(self, gy, bounds, shape): return window_mean_grad(gy, bounds, shape)
-    def uniform(self, shape, dtype): return uniform(shape, dtype)
-    def rmsprop_step(self, p, g, sq, gavg, buf, *hyper): _rmsprop(p, g, sq, gavg, buf, *hyper)
-    def adagrad_step(self, p, g, acc, *hyper): _adagrad(p, g, acc, *hyper)
+    # this lesson's functions take the primitives' arguments as they are
+    im2col, col2im, max_pool, max_pool_grad = staticmethod(im2col), staticmethod(col2im), staticmethod(max_pool_arrays), staticmethod(max_pool_grad)
+    direct_conv, direct_input_grad, direct_weight_grad = staticmethod(direct_conv), staticmethod(direct_input_grad), staticmethod(direct_weight_grad)
+    window_mean, window_mean_grad, uniform = staticmethod(window_mean), staticmethod(window_mean_grad), staticmethod(uniform)
+    rmsprop_step, adagrad_step = staticmethod(_rmsprop), staticmethod(_adagrad)
 
 cuda_backend = register(CUDABackend())
 "The CUDA backend (`DeviceArray`s and numba.cuda kernels)."

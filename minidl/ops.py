@@ -67,7 +67,8 @@ def _unbroadcast(g: Tensor, shape: tuple) -> Tensor:
 def _backend(*tensors):
     "The backend that runs an op on `tensors`: a device's if any lives on one (0-d CPU tensors join any op as scalars)."
     for t in tensors:
-        if t.backend is not cpu_backend: return t.backend
+        B = t.backend
+        if B is not cpu_backend: return B
     return cpu_backend
 
 def _broadcast(op: str, a, b):
