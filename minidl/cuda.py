@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['THREADS', 'TILE', 'ROWS_PER_THREAD', 'gpu_present', 'simulated', 'is_available', 'blocks_for', 'map_kernel',
            'zip_kernel', 'unary', 'binary', 'add', 'mul', 'maximum', 'relu', 'sigmoid', 'total', 'row_sums', 'softmax',
-           'matmul_naive_kernel', 'matmul_tiled_kernel', 'matmul_tuned_kernel', 'matmul', 'sgd_kernel', 'adam_kernel',
-           'scatter_add_kernel']
+           'matmul_naive_kernel', 'matmul_tiled_kernel', 'matmul_tuned_kernel', 'matmul', 'scatter_add_kernel']
 
 # %% ../nbs/14_cuda.ipynb #17cf204f
 import math
@@ -269,34 +268,6 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "tuned") -> np.ndarray:
     return c.copy_to_host()
 
 # %% ../nbs/14_cuda.ipynb #4d9873d6
-@cuda.jit
-def sgd_kernel(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
-    "One SGD step on flat device arrays, in place: the body of `minidl.optim`'s CPU loop, one thread per element."
-    i = cuda.grid(1)
-    if i < p.size:
-        d = g[i] + weight_decay * p[i]
-        if momentum != 0:
-            b = d if first else momentum * buf[i] + (1 - dampening) * d
-            buf[i] = b
-            d = d + momentum * b if nesterov else b
-        p[i] -= lr * d
-
-@cuda.jit
-def adam_kernel(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2):
-    "One Adam/AdamW step on flat device arrays, in place (bc1, bc2: the bias corrections 1 - β^t)."
-    i = cuda.grid(1)
-    if i < p.size:
-        gi = g[i]
-        if decoupled: p[i] *= 1 - lr * weight_decay
-        else: gi += weight_decay * p[i]
-        m[i] = beta1 * m[i] + (1 - beta1) * gi
-        v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
-        vi = v[i]
-        if amsgrad:
-            vmax[i] = max(vmax[i], vi)
-            vi = vmax[i]
-        p[i] -= lr / bc1 * m[i] / (math.sqrt(vi) / math.sqrt(bc2) + eps)
-
 @cuda.jit
 def scatter_add_kernel(out, index, src):
     "out[index[i]] += src[i] for every i, atomically: repeated indices all count."

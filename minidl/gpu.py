@@ -7,7 +7,7 @@ __all__ = ['copies', 'DEVICE_OPS', 'SUM', 'MAX', 'MIN', 'ARGMAX', 'ARGMIN', 'PRO
            'LOGSUMEXP', 'ACTIVATIONS', 'DeviceArray', 'empty', 'to_device', 'to_host', 'strided_offset',
            'broadcast_strides', 'check_same_device', 'apply', 'contiguous', 'flat_buffer', 'full', 'broadcast_to',
            'check_range', 'device_function', 'elementwise', 'reduce', 'matmul', 'softmax_from_lse', 'scatter_add',
-           'or_placeholder', 'DeviceBackend']
+           'or_placeholder', 'update_kernel', 'update', 'DeviceBackend']
 
 # %% ../nbs/15_gpu.ipynb #0bd18196
 import math
@@ -15,7 +15,7 @@ import numpy as np
 import numba
 from . import kernels as K
 from .backend import OPS, Backend
-from .cuda import THREADS, TILE, blocks_for, adam_kernel, cuda, scatter_add_kernel, sgd_kernel   # minidl.cuda picks the simulator when there is no GPU
+from .cuda import THREADS, TILE, blocks_for, cuda, scatter_add_kernel   # minidl.cuda picks the simulator when there is no GPU
 from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
 
 # %% ../nbs/15_gpu.ipynb #da55a467
@@ -584,16 +584,27 @@ ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
 
 # %% ../nbs/15_gpu.ipynb #7088a314
 def or_placeholder(buf, p):
-    "A state buffer the update does not use is an empty host array; the kernel gets p in its place and never reads it."
+    "A state array the update does not use is empty; the kernel gets p in its place and never reads it."
     return flat_buffer(buf) if buf.size else flat_buffer(p)
 
-def _sgd(p, g, buf, *hyper):
-    check_same_device("SGD", p, g, buf if buf.size else None)
-    sgd_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), or_placeholder(buf, p), *hyper)
+_UPDATE_KERNELS = {}
 
-def _adam(p, g, m, v, vmax, *hyper):
-    check_same_device("Adam", p, g, m, v)
-    adam_kernel[blocks_for(p.size), THREADS](flat_buffer(p), flat_buffer(g), flat_buffer(m), flat_buffer(v), or_placeholder(vmax, p), *hyper)
+def update_kernel(element):
+    "The kernel running an optimizer's element rule (lesson 07) with one thread per element: the rule's own Python function, compiled for the device."
+    if element not in _UPDATE_KERNELS:
+        rule = device_function(element.py_func)
+        @cuda.jit
+        def kernel(arrays, hyper):
+            i = cuda.grid(1)
+            if i < arrays[0].size: rule(i, *arrays, *hyper)
+        _UPDATE_KERNELS[element] = kernel
+    return _UPDATE_KERNELS[element]
+
+def update(rule, arrays: tuple, hyper: tuple):
+    "The interface's `update`: `rule.element` on every element of the flat device arrays, in place."
+    p = arrays[0]
+    check_same_device("optimizer update", *(a for a in arrays if a.size))
+    update_kernel(rule.element)[blocks_for(p.size), THREADS](tuple(or_placeholder(a, p) for a in arrays), hyper)
 
 # %% ../nbs/15_gpu.ipynb #74771e34
 class DeviceBackend(Backend):
@@ -641,5 +652,4 @@ class DeviceBackend(Backend):
     def log_softmax(self, a, axis): return _rowwise(a, axis, LOG_SOFTMAX)
     def logsumexp(self, a, axis): return _rowwise(a, axis, LOGSUMEXP)
     def softmax_from_lse(self, x, lse, scale): return softmax_from_lse(x, lse, scale)
-    def sgd_step(self, p, g, buf, *hyper): _sgd(p, g, buf, *hyper)
-    def adam_step(self, p, g, m, v, vmax, *hyper): _adam(p, g, m, v, vmax, *hyper)
+    def update(self, rule, arrays, hyper): update(rule, arrays, hyper)

@@ -30,12 +30,21 @@ def _pool_grad(B, put):
     _, idx = B.max_pool(put(_x(shape=(2, 3, 6, 6))), POOL)
     return B.max_pool_grad(put(_x(1, (2, 3, 3, 3))), idx, (2, 3, 6, 6))
 
-def _step(B, put, name, nstate, *hyper):
-    "One optimizer step on a 12-element parameter: the parameter and its state arrays afterwards."
-    p, g = put(_x(shape=(12,))), put(_x(1, (12,)))
-    state = [put(1.0 + _x(2 + i, (12,)) ** 2) for i in range(nstate)]
-    getattr(B, name)(p, g, *state, *[np.float64(h) if isinstance(h, float) else h for h in hyper])
-    return [p, *state]
+def _updates(B, put):
+    "Two steps of every optimizer's update rule (lesson 07) on a 12-element parameter: the parameter and its state arrays afterwards."
+    from minidl.optim import adagrad_update, adam_update, rmsprop_update, sgd_update
+    after = []
+    for rule, nstate, hyper in [(sgd_update, 1, (0.1, 0.9, 0.1, 0.01, True, False)), (sgd_update, 1, (0.1, 0.0, 0.0, 0.01, False, True)),
+                                (adam_update, 3, (0.1, 0.9, 0.99, 1e-8, 0.01, True, True, 0.1, 0.01)),
+                                (adam_update, 3, (0.1, 0.9, 0.99, 1e-8, 0.01, False, False, 0.1, 0.01)),
+                                (rmsprop_update, 3, (0.1, 0.9, 1e-8, 0.01, 0.9, True)), (rmsprop_update, 3, (0.1, 0.9, 1e-8, 0.01, 0.0, False)),
+                                (adagrad_update, 1, (0.1, 1e-10, 0.01))]:
+        state = [1.0 + _x(2 + i, (12,)) ** 2 for i in range(nstate)]       # positive: running squares
+        if rule is rmsprop_update: state[1] = np.tanh(state[1] - 1.5)       # a running mean whose square stays below the squares'
+        arrays = [put(_x(shape=(12,))), put(_x(1, (12,)))] + [put(a) for a in state]
+        for _ in range(2): B.update(rule, tuple(arrays), tuple(np.float64(h) if isinstance(h, float) else h for h in hyper))
+        after += [arrays[0], *arrays[2:]]
+    return after
 
 def _range_error(B, put):
     "The message check_range gives for an index of 5 outside [0, 3) (a device reports it at the next copy to the host)."
@@ -92,10 +101,7 @@ CALLS = {
     "window_mean_grad": lambda B, put: B.window_mean_grad(put(_x(1, (2, 3, 3, 3))), WINDOWS, (2, 3, 6, 6)),
     # the generators differ between devices: the same shape and dtype, and values in [0, 1)
     "uniform": lambda B, put: (lambda u: [u.shape, str(u.dtype), bool(((u >= 0) & (u < 1)).all()), bool(u.std() > 0.2)])(B.to_host(B.uniform((1000,), np.dtype(np.float32)))),
-    "sgd_step": lambda B, put: _step(B, put, "sgd_step", 1, 0.1, 0.9, 0.1, 0.01, True, False),
-    "adam_step": lambda B, put: _step(B, put, "adam_step", 3, 0.1, 0.9, 0.99, 1e-8, 0.01, True, True, 0.1, 0.01),
-    "rmsprop_step": lambda B, put: _step(B, put, "rmsprop_step", 3, 0.1, 0.9, 1e-8, 0.01, 0.9, False),
-    "adagrad_step": lambda B, put: _step(B, put, "adagrad_step", 1, 0.1, 1e-10, 0.01),
+    "update": _updates,
 }
 
 

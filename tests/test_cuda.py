@@ -68,37 +68,6 @@ def test_matmul_errors_name_the_problem():
     with pytest.raises(ValueError, match="kernel must be 'naive', 'tiled' or 'tuned', got 'fast'"): mc.matmul(a, a.T, "fast")
 
 
-@pytest.mark.parametrize("momentum,dampening,weight_decay,nesterov", [(0.0, 0.0, 0.0, False), (0.9, 0.1, 1e-2, False), (0.9, 0.0, 0.0, True)])
-def test_sgd_kernel_matches_the_cpu_kernel(momentum, dampening, weight_decay, nesterov):
-    from minidl.optim import _sgd_kernel
-    rng = np.random.default_rng(4)
-    p0 = rng.standard_normal(257).astype(np.float32)
-    p_cpu, buf_cpu = p0.copy(), np.zeros(257 if momentum else 0, np.float32)
-    p_gpu, buf_gpu = mc.cuda.to_device(p0), mc.cuda.to_device(buf_cpu)
-    for step in range(3):
-        g = rng.standard_normal(257).astype(np.float32)
-        hp = tuple(np.float32(v) for v in (0.05, momentum, dampening, weight_decay)) + (nesterov, step == 0)
-        _sgd_kernel(p_cpu, g, buf_cpu, *hp)
-        mc.sgd_kernel[mc.blocks_for(257), mc.THREADS](p_gpu, mc.cuda.to_device(g), buf_gpu, *hp)
-    np.testing.assert_allclose(p_gpu.copy_to_host(), p_cpu, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("decoupled,amsgrad", [(False, False), (True, False), (True, True)])
-def test_adam_kernel_matches_the_cpu_kernel(decoupled, amsgrad):
-    from minidl.optim import _adam_kernel
-    rng = np.random.default_rng(5)
-    p0 = rng.standard_normal(129).astype(np.float32)
-    cpu = [p0.copy()] + [np.zeros(129, np.float32) for _ in range(3)]
-    gpu = [mc.cuda.to_device(a) for a in cpu]
-    for t in range(1, 4):
-        g = rng.standard_normal(129).astype(np.float32)
-        hp = tuple(np.float32(v) for v in (1e-2, 0.9, 0.999, 1e-8, 0.05)) + (decoupled, amsgrad, np.float32(1 - 0.9 ** t), np.float32(1 - 0.999 ** t))
-        _adam_kernel(cpu[0], g, cpu[1], cpu[2], cpu[3], *hp)
-        mc.adam_kernel[mc.blocks_for(129), mc.THREADS](gpu[0], mc.cuda.to_device(g), gpu[1], gpu[2], gpu[3], *hp)
-    for name, c, d in zip(("p", "m", "v", "vmax"), cpu, gpu):
-        np.testing.assert_allclose(d.copy_to_host(), c, rtol=1e-5, atol=1e-7, err_msg=name)
-
-
 @SIM
 @given(st.integers(1, 6), st.integers(1, 300))
 def test_scatter_add_counts_every_repeat(size, n):
