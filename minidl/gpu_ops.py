@@ -13,7 +13,8 @@ import numpy as np
 from .core import default_generator
 from .cuda import THREADS, blocks_for, cuda
 from .backend import register
-from .gpu import (DeviceArray, DeviceBackend, broadcast_strides, flat_buffer, strided_offset, check_same_device,
+from .cuda import broadcast_strides, strided_offset
+from .gpu import (DeviceArray, DeviceBackend, flat_buffer, check_same_device,
                         check_range, empty, full, matmul, to_device)
 
 # %% ../nbs/16_gpu_ops.ipynb #f2109f8d

@@ -221,6 +221,11 @@ def _row_max(r):
         m = max(m, r[k]); k += 1
     return m
 
+@njit(cache=True, fastmath={"contract", "nsz"})
+def _subtract_twice(r, o, m, log_s):
+    "o = (r - m) - log_s, in this order: m + log_s would round to the float grid at the row's scale."
+    for k in range(r.size): o[k] = (r[k] - m) - log_s
+
 @serial_and_parallel(fastmath={"contract", "nsz", "reassoc"}, error_model="numpy")
 def _softmax_rows(x, out, mode):
     "mode 0: softmax into out (M, K); 1: log-softmax into out (M, K); 2: logsumexp into out[:, 0]."
@@ -238,11 +243,8 @@ def _softmax_rows(x, out, mode):
             for k in range(r.size): o[k] *= inv
         else:
             for k in range(r.size): s += fast_exp(r[k] - m)
-            lse = m + math.log(s)
-            if mode == 1:
-                for k in range(r.size): o[k] = r[k] - lse
-            else:
-                o[0] = m if m == np.inf else lse     # a +inf in the row: the sum is inf (inf - inf would make it NaN)
+            if mode == 1: _subtract_twice(r, o, m, math.log(s))
+            else: o[0] = m if m == np.inf else m + math.log(s)     # a +inf in the row: the sum is inf (inf - inf would make it NaN)
 
 def _rowwise(x, axis, mode):
     if x.dtype.kind != "f": raise TypeError(f"softmax/log_softmax/logsumexp need a floating tensor, got {x.dtype}")

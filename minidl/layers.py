@@ -492,9 +492,9 @@ class CrossEntropyFn(Function):
     @staticmethod
     def forward(ctx, x, targets, denom, reduction):
         B = x.backend
-        lse, a = B.logsumexp(x._a, 1), targets.row_sums()
-        losses = B.map("sub", B.map("mul", a, lse), targets.row_dots(x._a))       # float64
-        ctx.targets, ctx.a, ctx.lse, ctx.denom, ctx.reduction = targets, a, lse, denom, reduction
+        log_p = B.log_softmax(x._a, 1)
+        losses = B.map("neg", targets.row_dots(log_p))       # float64
+        ctx.targets, ctx.a, ctx.log_p, ctx.denom, ctx.reduction = targets, targets.row_sums(), log_p, denom, reduction
         ctx.save_for_backward(x)
         if reduction == "none": return Tensor(B.cast(losses, x.dtype))
         total = B.sum(losses, (0,), False)
@@ -509,7 +509,8 @@ class CrossEntropyFn(Function):
             return grad * (g / Tensor(ctx.denom) if ctx.reduction == "mean" else g), None, None, None
         g64 = B.cast(g._a, np.dtype(np.float64))
         scale = g64 if ctx.reduction == "none" else B.broadcast_to(B.map("div", g64, ctx.denom) if ctx.reduction == "mean" else g64, a.shape)
-        p = B.softmax_from_lse(x._a, ctx.lse, B.map("mul", a, scale))
+        scale = B.where(B.map("eq", a, 0), 0.0, scale)                # a row that adds nothing gets no gradient (not 0 * inf)
+        p = B.softmax_from_lse(ctx.log_p, B.full(a.shape, 0, x.dtype), B.map("mul", a, scale))
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 
@@ -540,6 +541,11 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
     w = B.full((C,), 1.0, f64) if weight is None else B.cast(weight._a, f64)
     if w.shape != (C,): raise ValueError(f"cross_entropy: weight must have shape ({C},), got {w.shape}")
     eps = label_smoothing
+    if probs and target.requires_grad and is_grad_enabled():       # the target learns too (distillation): tensor ops carry both gradients
+        qt = target.permute(*last).reshape(-1, C) if spatial else target
+        losses = -((((1 - eps) * qt + eps / C) * (weight if weight is not None else 1)) * x.log_softmax(1)).sum(1)
+        if reduction == "none": return losses.reshape(input.shape[0], *spatial) if spatial else losses
+        return losses.sum() / qt.shape[0] if reduction == "mean" else losses.sum()
     if probs:
         q = B.cast((target.permute(*last).reshape(-1, C) if spatial else target)._a, f64)
         targets, denom = _ProbTargets(B, B.map("mul", B.map("add", B.map("mul", 1 - eps, q), eps / C), w)), B.full((), q.shape[0], f64)

@@ -28,6 +28,8 @@ REDUCTIONS_AND_VIEWS = {
     "transpose then index": lambda x: x.transpose(0, 2)[1], "expand then sum": lambda x: x.expand(2, 3, 4, 2).sum(0),
     "cat": lambda x: minidl.cat([x, x * 2], 1), "stack": lambda x: minidl.stack([x, x], -1), "max all": lambda x: x.max(),
     "integer-array index": lambda x: x.reshape(-1)[minidl.tensor([0, 5, 5, -1], device=x.device)],
+    "softmax of rows from mid-buffer": lambda x: x[1:].softmax(-1), "log_softmax of rows from mid-buffer": lambda x: x[1:].log_softmax(-1),
+    "logsumexp of rows from mid-buffer": lambda x: x[1:].logsumexp(-1),
 }
 
 CONV = {
@@ -73,6 +75,7 @@ LOSSES = {
     "cross_entropy ignore_index": lambda x: F.cross_entropy(x, _on(_TARGET, x), ignore_index=2),
     "cross_entropy weight": lambda x: F.cross_entropy(x, _on(_TARGET, x), weight=_on([0.5, 1.0, 2.0, 1.5], x, dtype="float64")),
     "cross_entropy probabilities": lambda x: F.cross_entropy(x, _on(_PROBS, x)),
+    "cross_entropy of rows from mid-buffer": lambda x: F.cross_entropy(x[1:], _on(_TARGET[1:], x)),
     "nll_loss": lambda x: F.nll_loss(x.log_softmax(1), _on([0, 3, -100, 1, 2], x)),
     "nll_loss sum, weight": lambda x: F.nll_loss(x.log_softmax(1), _on([0, 3, -100, 1, 2], x), reduction="sum",
                                                  weight=_on([1.0, 2.0, 0.5, 1.5], x, dtype="float64")),

@@ -41,17 +41,19 @@ def test_total_matches_cpu_sum(n):
 
 @SIM
 @given(st.integers(1, 4), st.integers(1, 300))
-def test_row_reductions_and_softmax_match_cpu(rows, cols):
+def test_row_reductions_and_the_softmax_family_match_cpu(rows, cols):
     x = (np.random.default_rng(cols).standard_normal((rows, cols)) * 10).astype(np.float32)
     x[0, 0] = 50.0
     np.testing.assert_allclose(mc.row_sums(x), K.sum(x, 1), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(mc.softmax(x), K.softmax(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(mc.rowwise(x), K.softmax(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(mc.rowwise(x, mc.LOG_SOFTMAX), K.log_softmax(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mc.rowwise(x, mc.LOGSUMEXP), K.logsumexp(x, 1), rtol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the simulator's 0/0 is NumPy's, in its own threads
 def test_softmax_of_an_all_minus_inf_row_is_nan_like_the_cpu():
     x = np.array([[-np.inf, -np.inf], [0.0, -np.inf]], np.float32)
-    np.testing.assert_array_equal(np.isnan(mc.softmax(x)), np.isnan(K.softmax(x)))
+    np.testing.assert_array_equal(np.isnan(mc.rowwise(x)), np.isnan(K.softmax(x)))
 
 
 @pytest.mark.parametrize("kernel", ["naive", "tiled", "tuned"])
