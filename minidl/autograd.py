@@ -70,7 +70,7 @@ class Node:
 # %% ../nbs/03_autograd.ipynb #7e7d0043
 def _edge(t):
     "Where the gradient for input `t` should go: its node, the leaf itself, or nowhere (None)."
-    if not isinstance(t, Tensor) or not t.requires_grad: return None
+    if not isinstance(t, Tensor) or not t._requires_grad: return None          # the slot behind the property: this runs for every input of every op
     return t.grad_fn if t.grad_fn is not None else t
 
 class Function:
@@ -92,7 +92,7 @@ class Function:
             edges = tuple(_edge(a) for a in args)
             if any(e is not None for e in edges):
                 ctx.next, ctx.needs_input_grad = edges, tuple(e is not None for e in edges)
-                out.requires_grad, out.grad_fn = True, ctx
+                out._requires_grad, out.grad_fn = True, ctx          # a float output: no need for the property's check
         return out
 
 # %% ../nbs/03_autograd.ipynb #8d90058d
@@ -143,8 +143,8 @@ def _deliver(leaf: Tensor, g: Tensor, capture):
     if g.dtype != leaf.dtype: g = Tensor(g.backend.cast(g._a, leaf.dtype))
     if capture is not None:
         if leaf in capture: _accumulate(capture, leaf, g)
-    elif leaf.grad is None: leaf.grad = g if g.grad_fn is not None else Tensor(g.backend.copy(g._a))
-    else: leaf.grad = leaf.grad + g if g.grad_fn is not None or leaf.grad.grad_fn is not None else Tensor(g.backend.map("add", leaf.grad._a, g._a))
+    elif leaf._grad is None: leaf._grad = g if g.grad_fn is not None else Tensor(g.backend.copy(g._a))      # shape and dtype checked above
+    else: leaf._grad = leaf._grad + g if g.grad_fn is not None or leaf._grad.grad_fn is not None else Tensor(g.backend.map("add", leaf._grad._a, g._a))
 
 # %% ../nbs/03_autograd.ipynb #f0119093
 def _seed(t: Tensor, gradient, what="backward") -> Tensor:

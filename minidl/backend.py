@@ -208,3 +208,4 @@ cpu_backend = register(CPUBackend())
 # As in PyTorch, log(0) is -inf and 0/0 is NaN without a warning: the values propagate, NumPy's RuntimeWarnings
 # from these primitives are not shown (a filter by module, so it costs nothing per call and touches no other code).
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minidl\.backend")
+warnings.filterwarnings("ignore", category=RuntimeWarning, message=f"invalid value encountered in ({'|'.join(_KERNELS)})$")   # NaN through lesson 02's ufuncs

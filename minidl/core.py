@@ -8,8 +8,11 @@ __all__ = ['cache_dir', 'float32', 'float64', 'int64', 'bool_', 'dtypes', 'kerne
            'cpu_peak_gflops', 'atomic_write_bytes', 'atomic_write_text']
 
 # %% ../nbs/00_core.ipynb #5ba4a598
+import glob
 import os
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 # %% ../nbs/00_core.ipynb #51b0ff62
@@ -19,7 +22,23 @@ def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "minidl"
 
-cache_dir = _default_cache_dir()
+def _writable(d: Path) -> bool:
+    "Whether files can be created in `d` (made if missing)."
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d): return True
+    except OSError: return False
+
+def _usable_cache_dir() -> Path:
+    "The default cache directory, or, when it cannot be written (a read-only home), one in the system's temporary folder, with a warning."
+    d = _default_cache_dir()
+    if _writable(d): return d
+    fallback = Path(tempfile.gettempdir()) / f"minidl-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    warnings.warn(f"minidl: cannot write the cache directory {d}; compiled kernels are cached in {fallback} instead "
+                  "(set MINIDL_CACHE_DIR to choose another)", RuntimeWarning, stacklevel=2)
+    return fallback
+
+cache_dir = _usable_cache_dir()
 "Where minidl keeps things it can rebuild: compiled kernels (in `numba/`) and downloaded datasets."
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir / "numba"))
 
@@ -126,16 +145,33 @@ def cpu_peak_gflops(cpuinfo: str = None, cores: int = None) -> float:
     return cores * per_cycle * max(mhz) / 1000
 
 # %% ../nbs/00_core.ipynb #f45c86ec
-import tempfile
+def _alive(pid: int) -> bool:
+    "Whether process `pid` exists on this machine (POSIX; elsewhere every writer counts as alive)."
+    if os.name != "posix": return True
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def _remove_stale_temps(path: Path):
+    "Delete the temporary files that writers killed before their rename left beside `path` (each name carries its writer's PID)."
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)): tmp.unlink(missing_ok=True)
+
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask); return mask
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     "Write `data` to `path` atomically (temp file in the same folder, fsync, rename); return the path."
     path = Path(path)
     if not path.parent.is_dir(): raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp creates 0600; the file gets the mode any other tool would give it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)

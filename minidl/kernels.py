@@ -85,8 +85,8 @@ def sigmoid(x):
 
 @elementwise(1)
 def relu(x):
-    "max(x, 0)."
-    return x if x > 0 else 0.0
+    "max(x, 0); NaN stays NaN, as in PyTorch."
+    return 0.0 if x <= 0 else x
 
 @elementwise(2)
 def leaky_relu(x, slope):
@@ -244,7 +244,8 @@ def _softmax_rows(x, out, mode):
         else:
             for k in range(r.size): s += fast_exp(r[k] - m)
             if mode == 1: _subtract_twice(r, o, m, math.log(s))
-            else: o[0] = m if m == np.inf else m + math.log(s)     # a +inf in the row: the sum is inf (inf - inf would make it NaN)
+            elif m != np.inf: o[0] = m + math.log(s)
+            else: o[0] = np.nan if np.isnan(r).any() else m      # a +inf in the row: the sum is inf (inf - inf would make it NaN), unless a NaN is there too
 
 def _rowwise(x, axis, mode):
     if x.dtype.kind != "f": raise TypeError(f"softmax/log_softmax/logsumexp need a floating tensor, got {x.dtype}")

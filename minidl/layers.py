@@ -428,10 +428,12 @@ class BatchNormBase(Module):
             raise ValueError(f"{type(self).__name__}: expected input of shape {expected}, got {tuple(x.shape)}")
         dims = (0, *range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
+        n = x.numel() // self.num_features                # values per channel
+        if self.training and n == 1:                     # its variance would be 0/0: PyTorch refuses it too
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         if self.training or not self.track_running_stats:
             mu = x.mean(dims, keepdim=True); var = ((x - mu) ** 2).mean(dims, keepdim=True)
-            if self.training and self.track_running_stats:
-                n = x.numel() // self.num_features
+            if self.training and self.track_running_stats and n > 0:      # an empty batch leaves the statistics alone
                 with no_grad():
                     m = self.momentum
                     self.running_mean.mul_(1 - m).add_(mu.reshape(-1) * m)

@@ -11,13 +11,15 @@ __all__ = ['EVENTS', 'CancelBatchException', 'CancelTrainException', 'CancelVali
 # %% ../nbs/10_learner.ipynb #acc2a03e
 import math
 import time
+from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
 from . import optim
 from .autograd import no_grad
 from .data import DataLoader
 from .nn import functional
-from .save import save
+from .core import default_generator
+from .save import load, save
 from .ops import stack
 from .tensor import Tensor, device
 from tqdm.std import tqdm
@@ -55,7 +57,7 @@ class Learner:
                  cbs=(),                       # callbacks, on top of the training-state and recorder callbacks
                  metrics=()):                  # functions metric(prediction, target) -> float, averaged over validation
         self.model, self.dls, self.loss_func, self.opt_func, self.lr = model, dls, loss_func or functional.cross_entropy, opt_func, lr
-        self.metrics, self.opt, self.cbs = list(metrics), None, []
+        self.metrics, self.opt, self.cbs, self.start_epoch, self._resumed_schedule = list(metrics), None, [], 0, None
         self.add_cbs([TrainEvalCallback(), Recorder(), *cbs])
 
     def add_cbs(self, cbs):
@@ -113,26 +115,51 @@ class Learner:
         self._with_events(self._do_epoch_train, "train", CancelTrainException)
         self._with_events(self._do_epoch_validate, "validate", CancelValidException)
 
-    def fit(self, n_epoch: int, lr: float = None, cbs=()):
-        "Train for `n_epoch` epochs (optionally with extra callbacks just for this call)."
+    def fit(self, n_epoch: int, lr: float = None, cbs=(), start_epoch: int = 0):
+        "Train for `n_epoch` epochs (optionally with extra callbacks just for this call); after `load_checkpoint`, `start_epoch` continues a run."
+        if not 0 <= start_epoch <= n_epoch: raise ValueError(f"start_epoch must be in [0, n_epoch={n_epoch}], got {start_epoch}")
         cbs = [cb() if isinstance(cb, type) else cb for cb in cbs]
         self.add_cbs(cbs)
         if self.opt is None: self.opt = self.opt_func(self.model.parameters(), lr=self.lr if lr is None else lr)
         elif lr is not None:
             for g in self.opt.param_groups: g["lr"] = lr
-        self.n_epoch, self.loss = n_epoch, Tensor(np.asarray(0.0))
+        self.n_epoch, self.start_epoch, self.loss = n_epoch, start_epoch, Tensor(np.asarray(0.0))
         try:
             try:
                 self("before_fit")
-                for self.epoch in range(n_epoch): self._with_events(self._do_epoch, "epoch", CancelEpochException)
+                for self.epoch in range(start_epoch, n_epoch): self._with_events(self._do_epoch, "epoch", CancelEpochException)
             except CancelFitException: pass
             self("after_fit")
         finally: self.remove_cbs(cbs)
 
-    def fit_one_cycle(self, n_epoch: int, lr_max: float = None, pct_start: float = 0.25):
+    def fit_one_cycle(self, n_epoch: int, lr_max: float = None, pct_start: float = 0.25, start_epoch: int = 0):
         "Train with the one-cycle policy: learning-rate warm-up then cosine annealing, stepped every batch."
         lr_max = self.lr if lr_max is None else lr_max
-        self.fit(n_epoch, lr_max, cbs=[SchedulerCallback(lambda opt: optim.OneCycleLR(opt, lr_max, total_steps=n_epoch * len(self.dls.train), pct_start=pct_start))])
+        self.fit(n_epoch, lr_max, cbs=[SchedulerCallback(lambda opt: optim.OneCycleLR(opt, lr_max, total_steps=n_epoch * len(self.dls.train), pct_start=pct_start))],
+                 start_epoch=start_epoch)
+
+    def checkpoint(self) -> dict:
+        "Everything the rest of a run depends on, for `minidl.save`: model, optimizer, schedule position, epoch, step and random states."
+        sched = next((cb.sched for cb in self.cbs if isinstance(cb, SchedulerCallback)), None)
+        loader = self.dls.train.generator
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "schedule": None if sched is None else sched.state_dict(),
+                "epoch": self.epoch, "train_iter": self.train_iter,
+                "random": {"global": default_generator().bit_generator.state, "train_loader": None if loader is None else loader.bit_generator.state}}
+
+    def load_checkpoint(self, path) -> dict:
+        "Restore a `checkpoint()` saved at `path` (by `SaveModelCallback`); then `fit(n_epoch, start_epoch=epoch + 1)` runs on as if never stopped."
+        ckpt = load(path)
+        missing = [k for k in ("model", "optimizer", "schedule", "epoch", "train_iter", "random") if k not in ckpt]
+        if missing: raise ValueError(f"{path}: not a Learner checkpoint (it has no {', '.join(missing)}); SaveModelCallback writes them")
+        self.model.load_state_dict(ckpt["model"])
+        if self.opt is None: self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
+        self.opt.load_state_dict(ckpt["optimizer"])
+        default_generator().bit_generator.state = ckpt["random"]["global"]
+        if ckpt["random"]["train_loader"] is not None:
+            if self.dls.train.generator is None: raise ValueError(f"{path}: the run shuffled with a seeded DataLoader; give this one a seed too")
+            self.dls.train.generator.bit_generator.state = ckpt["random"]["train_loader"]
+        self._resumed_schedule = ckpt["schedule"]
+        return ckpt
 
     def validate(self, dl: DataLoader = None) -> dict:
         "Loss and metrics on `dl` (the validation set by default), without training."
@@ -150,13 +177,15 @@ def _snake(name): return "".join("_" + c.lower() if c.isupper() else c for c in 
 class TrainEvalCallback(Callback):
     "Switch the model between train and eval mode; count iterations and progress through training."
     order = -10
-    def before_fit(self): self.learn.train_iter, self.learn.pct_train = 0, 0.0
+    def before_fit(self):
+        self.learn.train_iter = self.learn.start_epoch * len(self.learn.dls.train)
+        self.learn.pct_train = self.learn.train_iter / (self.learn.n_epoch * len(self.learn.dls.train))
     def before_train(self): self.learn.model.train()
     def before_validate(self): self.learn.model.eval()
     def after_batch(self):
         if self.learn.training:
             self.learn.train_iter += 1
-            self.learn.pct_train += 1 / (self.learn.n_epoch * len(self.learn.dls.train))
+            self.learn.pct_train = self.learn.train_iter / (self.learn.n_epoch * len(self.learn.dls.train))
 
 def accuracy(pred: Tensor, target: Tensor) -> Tensor:
     "Fraction of rows whose largest logit is at the target class (a 0-d float64 tensor, on the predictions' device)."
@@ -212,7 +241,10 @@ class SchedulerCallback(Callback):
     "Create a scheduler with `make(optimizer)` at the start of fit; training batch i runs at the schedule's step i."
     order = 10
     def __init__(self, make): self.make = make
-    def before_fit(self): self.sched = self.make(self.learn.opt)
+    def before_fit(self):
+        self.sched = self.make(self.learn.opt)
+        if self.learn._resumed_schedule is not None:          # continuing a checkpointed run: the schedule where it stopped
+            self.sched.load_state_dict(self.learn._resumed_schedule); self.learn._resumed_schedule = None
     def before_batch(self):
         if self.learn.training and self.learn.train_iter > 0: self.sched.step()
 
@@ -259,18 +291,18 @@ class EarlyStoppingCallback(Callback):
                 raise CancelFitException()
 
 class SaveModelCallback(Callback):
-    "Save model, optimizer and epoch to `path` when `monitor` improves (every epoch if `every_epoch`)."
+    "Save the Learner's `checkpoint()` (and `extra`) to `path` when `monitor` improves, or after every epoch if `every_epoch`."
     order = 65
-    def __init__(self, path, monitor="valid_loss", comp=None, every_epoch=False):
-        self.path, self.monitor, self.every_epoch = path, monitor, every_epoch
+    def __init__(self, path, monitor="valid_loss", comp=None, every_epoch=False, extra: dict = None):
+        self.path, self.monitor, self.every_epoch, self.extra = Path(path), monitor, every_epoch, extra or {}
         self.comp = comp or (np.greater if "acc" in monitor else np.less)
-    def before_fit(self): self.best = None
+    def before_fit(self):                                     # a resumed run keeps the best value so far
+        self.best = load(self.path).get(self.monitor) if self.learn.start_epoch > 0 and not self.every_epoch and self.path.exists() else None
     def after_epoch(self):
         v = self.learn.recorder.values[-1][self.monitor]
         if self.every_epoch or self.best is None or self.comp(v, self.best):
             self.best = v if self.best is None or self.comp(v, self.best) else self.best
-            save({"model": self.learn.model.state_dict(), "optimizer": self.learn.opt.state_dict(),
-                  "epoch": self.learn.epoch, self.monitor: float(v)}, self.path)
+            save({**self.learn.checkpoint(), **self.extra, self.monitor: float(v)}, self.path)
 
 # %% ../nbs/10_learner.ipynb #a1a3bd06
 class LRFinder(Callback):

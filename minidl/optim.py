@@ -22,6 +22,16 @@ def _state_buffer(v: Tensor, p: Tensor):
     B = p.backend
     return B.reshape(B.copy(B.cast(move_array(v.detach()._a, p.device), p.dtype)), (-1,))
 
+_HYPER = {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value", "weight_decay": "weight_decay value",
+          "alpha": "alpha value", "lr_decay": "lr_decay value", "initial_accumulator_value": "initial_accumulator_value value"}
+
+def _check_hyper(group: dict):
+    "PyTorch's checks on a group's hyper-parameters, with its messages: each must be >= 0 (NaN fails too), each beta in [0, 1)."
+    for name, what in _HYPER.items():
+        if name in group and not 0.0 <= group[name]: raise ValueError(f"Invalid {what}: {group[name]}")
+    for i, beta in enumerate(group.get("betas", ())):
+        if not 0.0 <= beta < 1.0: raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
 class Optimizer:
     "Base class: parameter groups, per-parameter state, `zero_grad`, `state_dict`/`load_state_dict`."
     def __init__(self, params, defaults: dict):
@@ -42,6 +52,7 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]): raise ValueError("some parameters appear in more than one parameter group")
         for k, v in self.defaults.items(): group.setdefault(k, v)
+        _check_hyper(group)
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none: bool = True):
@@ -136,8 +147,6 @@ class SGD(Optimizer):
                  weight_decay=0.0,        # L2 penalty, added to the gradient
                  nesterov=False,          # Nesterov momentum
                  maximize=False):         # ascend instead of descend
-        if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0: raise ValueError(f"Invalid momentum value: {momentum}")
         if nesterov and (momentum <= 0 or dampening != 0): raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
     def _update(self, group, p, flat, g):
@@ -179,8 +188,6 @@ class Adam(Optimizer):
                  weight_decay=0.0,         # L2 penalty (Adam: added to the gradient; AdamW: decoupled)
                  amsgrad=False,            # use the maximum of the squared-gradient averages so far
                  maximize=False):          # ascend instead of descend
-        if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
-        if not all(0 <= b < 1 for b in betas): raise ValueError(f"Invalid beta parameters: {betas} (each must be in [0, 1))")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize))
     def _update(self, group, p, flat, g):
         B = p.backend
@@ -236,7 +243,6 @@ rmsprop_update, adagrad_update = UpdateRule(rmsprop_element, _rmsprop_loop), Upd
 class RMSprop(Optimizer):
     "Divide by a running root-mean-square of the gradient (Hinton); optional momentum and centering."
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False):
-        if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize))
     def _update(self, group, p, flat, g):
         B = p.backend
@@ -250,7 +256,6 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     "Per-coordinate learning rates shrinking with the accumulated squared gradient (Duchi et al.)."
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False):
-        if lr < 0: raise ValueError(f"Invalid learning rate: {lr}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
     def _update(self, group, p, flat, g):
         if group["maximize"]: g = p.backend.map("neg", g)

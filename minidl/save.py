@@ -6,8 +6,10 @@
 __all__ = ['MAX_HEADER', 'save_file', 'load_file', 'save', 'load']
 
 # %% ../nbs/09_save.ipynb #0cbc78d2
+import hashlib
 import json
 import struct
+import warnings
 from pathlib import Path
 import numpy as np
 from .core import atomic_write_bytes
@@ -18,14 +20,21 @@ _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.in
            "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024
+_DIGEST, _UNSET = "minidl.sha256", "0" * 64       # the metadata entry holding the file's SHA-256, and its value while it is computed
+
+def _digest_entry(digest: str) -> bytes: return f'"{_DIGEST}":"{digest}"'.encode()
+
+def _sha256(size: bytes, head: bytes, body) -> str:
+    "The SHA-256 of a whole file whose digest entry reads `_UNSET`."
+    h = hashlib.sha256(size); h.update(head); h.update(body)
+    return h.hexdigest()
 
 def save_file(tensors: dict, path, metadata: dict = None) -> Path:
-    "Write `tensors` (name → Tensor or ndarray) to `path` in the safetensors format, atomically."
+    "Write `tensors` (name → Tensor or ndarray) to `path` in the safetensors format, atomically, with a SHA-256 of it all in the metadata."
     header, chunks, offset = {}, [], 0
-    if metadata:
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise TypeError("safetensors metadata must map strings to strings (encode other values, e.g. with json.dumps)")
-        header["__metadata__"] = dict(metadata)
+    if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("safetensors metadata must map strings to strings (encode other values, e.g. with json.dumps)")
+    header["__metadata__"] = {**(metadata or {}), _DIGEST: _UNSET}
     for name, t in tensors.items():
         if not isinstance(name, str) or name == "__metadata__": raise ValueError(f"invalid tensor name {name!r}")
         a = t.detach().cpu()._a if isinstance(t, Tensor) else np.asarray(t)     # a tensor on the GPU is copied to the host
@@ -35,9 +44,35 @@ def save_file(tensors: dict, path, metadata: dict = None) -> Path:
         chunks.append(data); offset += len(data)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)                       # the official writer pads the header to 8 bytes
-    return atomic_write_bytes(path, struct.pack("<Q", len(head)) + head + b"".join(chunks))
+    size, body = struct.pack("<Q", len(head)), b"".join(chunks)
+    head = head.replace(_digest_entry(_UNSET), _digest_entry(_sha256(size, head, body)), 1)
+    return atomic_write_bytes(path, size + head + body)
 
-def _invalid(path, why): return ValueError(f"{path}: not a valid safetensors file: {why}")
+def _invalid(path, why): return ValueError(f"{path}: not a valid checkpoint (safetensors) file: {why}")
+
+def _check_digest(path, raw: bytes, n: int, metadata: dict):
+    "Take the digest out of `metadata`; raise unless the file's SHA-256 matches it; warn when there is none."
+    digest = metadata.pop(_DIGEST, None)
+    if digest is None:
+        if any(len(k) == len(_DIGEST) and sum(a != b for a, b in zip(k, _DIGEST)) == 1 for k in metadata):
+            raise _invalid(path, "its SHA-256 digest entry is damaged")          # the digest's own name, one character off
+        warnings.warn(f"{path}: no {_DIGEST} digest in the metadata (a file from another writer?), so damage to it cannot be detected", stacklevel=3)
+        return
+    head = raw[8:8 + n]
+    if len(digest) != 64 or head.count(_digest_entry(digest)) != 1: raise _invalid(path, "its SHA-256 digest entry is damaged")
+    if _sha256(raw[:8], head.replace(_digest_entry(digest), _digest_entry(_UNSET)), memoryview(raw)[8 + n:]) != digest:
+        raise _invalid(path, "its contents do not match the SHA-256 digest saved with them (the file is damaged)")
+
+def _entry(path, name, e) -> tuple:
+    "(dtype, shape, start, end) of a header entry, each checked."
+    if not isinstance(e, dict): raise _invalid(path, f"the entry for {name!r} is not an object: {e!r}")
+    code, shape, offsets = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+    if not isinstance(code, str): raise _invalid(path, f"{name!r} has no dtype")
+    if code not in _DTYPES: raise ValueError(f"{path}: tensor {name!r} has dtype {code!r}, which minidl cannot load (it reads {', '.join(_DTYPES)})")
+    if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)): raise _invalid(path, f"{name!r} has a bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+        raise _invalid(path, f"{name!r} has bad data_offsets {offsets!r}")
+    return np.dtype(_DTYPES[code]), tuple(shape), offsets[0], offsets[1]
 
 def load_file(path) -> tuple:
     "Read a safetensors file: (dict name → Tensor, metadata dict). Every offset is checked; nothing is executed."
@@ -48,15 +83,15 @@ def load_file(path) -> tuple:
     (n,) = struct.unpack("<Q", raw[:8])
     if n > MAX_HEADER or 8 + n > len(raw): raise _invalid(path, f"the header claims {n} bytes but the file has {len(raw) - 8} after the size (truncated?)")
     try: header = json.loads(raw[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise _invalid(path, f"the header is not JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e: raise _invalid(path, f"the header is not JSON ({type(e).__name__})") from None
     if not isinstance(header, dict): raise _invalid(path, "the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())): raise _invalid(path, "__metadata__ must map strings to strings")
+    _check_digest(path, raw, n, metadata)
     body = memoryview(raw)[8 + n:]
     spans = {}                                                         # name -> (start, end, dtype, shape), in header order
     for name, e in header.items():
-        try:
-            dtype, shape, (start, end) = np.dtype(_DTYPES[e["dtype"]]), tuple(int(s) for s in e["shape"]), e["data_offsets"]
-        except (KeyError, TypeError, ValueError): raise _invalid(path, f"bad header entry for {name!r}: {e!r}") from None
+        dtype, shape, start, end = _entry(path, name, e)
         if end - start != int(np.prod(shape)) * dtype.itemsize: raise _invalid(path, f"{name!r}: shape {shape} of {e['dtype']} needs {int(np.prod(shape)) * dtype.itemsize} bytes, the offsets give {end - start}")
         spans[name] = (start, end, dtype, shape)
     expected = 0
@@ -64,6 +99,8 @@ def load_file(path) -> tuple:
         if start != expected: raise _invalid(path, f"{name!r} starts at byte {start}, expected {expected} (overlapping or missing data)")
         expected = end
     if expected != len(body): raise _invalid(path, f"the tensors need {expected} bytes of data but the file has {len(body)} (truncated or padded)")
+    for name, (s, e, dtype, _) in spans.items():
+        if dtype == np.bool_ and (np.frombuffer(body[s:e], np.uint8) > 1).any(): raise _invalid(path, f"{name!r} is BOOL but holds bytes other than 0 and 1")
     tensors = {name: Tensor(np.frombuffer(body[s:e], dtype.newbyteorder("<")).astype(dtype).reshape(shape))
                for name, (s, e, dtype, shape) in spans.items()}
     return tensors, metadata
@@ -107,4 +144,5 @@ def load(path) -> dict:
     tensors, meta = load_file(path)
     if _STRUCTURE not in meta: return tensors
     try: return _unflatten(json.loads(meta[_STRUCTURE]), tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e: raise _invalid(path, f"damaged minidl structure metadata ({e})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
+        raise _invalid(path, f"damaged minidl structure metadata ({type(e).__name__})") from None

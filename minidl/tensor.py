@@ -55,15 +55,30 @@ class device:
 cpu = device("cpu")
 
 # %% ../nbs/01_tensor.ipynb #f6548e2b
+def _storage(data):
+    "What `Tensor(data)` keeps: a backend's array as it is, a NumPy scalar as a 0-d array, a list of numbers as a float tensor (PyTorch's `torch.Tensor(data)`)."
+    if isinstance(data, np.generic): return np.asarray(data)
+    if isinstance(data, (list, tuple)): return np.asarray(data, get_default_dtype())
+    try: backend_of(data)
+    except TypeError: raise TypeError(f"Tensor() takes a list of numbers or an array, got {type(data).__name__}; minidl.tensor(data) makes a tensor from any data") from None
+    return data
+
+def _check_grad(t, g):
+    "PyTorch's checks on `t.grad = g`: a tensor of t's own size, dtype and device."
+    if not isinstance(g, Tensor): raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(g).__name__}")
+    if g.shape != t.shape: raise RuntimeError(f"assigned grad has data of a different size: {tuple(g.shape)} for a tensor of size {tuple(t.shape)}")
+    if g.dtype != t.dtype: raise RuntimeError(f"assigned grad has data of a different type: {g.dtype} for a tensor of {t.dtype}")
+    if type(g._a) is not type(t._a): raise RuntimeError(f"assigned grad has data located on a different device: {g.device} for a tensor on {t.device}")
+
 class Tensor:
     "An n-dimensional array that can record the operations applied to it, for automatic differentiation."
-    __slots__ = ("_a", "requires_grad", "grad", "grad_fn", "_version", "_base", "_retains_grad", "__weakref__")
+    __slots__ = ("_a", "_requires_grad", "_grad", "grad_fn", "_version", "_base", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, array: np.ndarray, requires_grad=False, _base=None):
-        self._a = np.asarray(array) if isinstance(array, np.generic) else array     # 0-d NumPy arithmetic returns scalars
-        self.requires_grad = requires_grad
-        self.grad = None
+        self._a = array if type(array) is np.ndarray else _storage(array)
+        self._requires_grad = requires_grad
+        self._grad = None
         self.grad_fn = None
         self._base = _base                                   # the tensor whose memory this one views
         self._version = _base._version if _base is not None else [0]   # shared by all views
@@ -75,6 +90,25 @@ class Tensor:
     device = property(lambda self: cpu if isinstance(self._a, np.ndarray) else device(self._a.device), doc="The device holding the tensor's memory.")
     backend = property(lambda self: backend_of(self._a), doc="The backend that owns the tensor's memory (lesson 02b).")
     is_leaf = property(lambda self: self.grad_fn is None, doc="True for tensors not made by a recorded op.")
+
+    @property
+    def requires_grad(self) -> bool:
+        "Whether operations on this tensor are recorded for autograd (floating tensors only)."
+        return self._requires_grad
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if value and self._a.dtype.kind != "f":
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {self._a.dtype}")
+        self._requires_grad = bool(value)
+
+    @property
+    def grad(self):
+        "The gradient `backward()` accumulated: None, or a tensor of this tensor's shape, dtype and device."
+        return self._grad
+    @grad.setter
+    def grad(self, g):
+        if g is not None: _check_grad(self, g)
+        self._grad = g
 
     def size(self, dim=None):
         "The shape, or the size of dimension `dim`."

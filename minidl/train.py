@@ -8,11 +8,15 @@ __all__ = ['DATASETS', 'OPTIMIZERS', 'train', 'evaluate', 'main_train', 'main_ev
 # %% ../nbs/11_train.ipynb #ce6a6f48
 import argparse
 import io
+import math
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 import minidl
 from . import data, nn, optim
 from .core import atomic_write_bytes, manual_seed
-from .learner import DataLoaders, Learner, ProgressCallback, accuracy
+from .learner import DataLoaders, Learner, ProgressCallback, SaveModelCallback, accuracy
 from .models import MODELS, create_model
 
 # %% ../nbs/11_train.ipynb #28d51c9b
@@ -33,6 +37,59 @@ def _save_plot(learn, path):
     buf = io.BytesIO(); ax.figure.savefig(buf, format="png", dpi=100, bbox_inches="tight"); plt.close(ax.figure)
     atomic_write_bytes(path, buf.getvalue())
 
+def _check_options(dataset, model, epochs, batch_size, lr, optimizer):
+    "A ValueError naming the first bad option, before anything is loaded or trained."
+    for name, value, names in (("dataset", dataset, DATASETS), ("model", model, MODELS), ("optimizer", optimizer, OPTIMIZERS)):
+        if value not in names: raise ValueError(f"{name} (--{name}): unknown {name} {value!r}; choose from {', '.join(names)}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not (isinstance(value, int) and value >= 1): raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}")
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf): raise ValueError(f"lr (--lr) must be a positive, finite number, got {lr!r}")
+
+def _check_out(out: Path, param_bytes: int):
+    "Make sure `out` can take the run's files before the first epoch: a folder we may write, with room for three checkpoints."
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out): pass
+    except OSError as e: raise ValueError(f"out (--out): cannot write to {out} ({e.strerror or e})") from None
+    need, free = 3 * 3 * param_bytes + 2**20, shutil.disk_usage(out).free     # last, best, final: weights and two optimizer moments each; the plot
+    if free < need: raise ValueError(f"out (--out): {out} has {free / 2**20:.1f} MiB free; the run's checkpoints need about {need / 2**20:.1f} MiB")
+
+def _setup(dataset, model, epochs, batch_size, lr, optimizer, seed, out, resume, print_fn):
+    "Check every option and build the run: (learner, config, first epoch, out). A bad option is a ValueError naming it."
+    if resume is not None:
+        ckpt = minidl.load(resume)
+        if "config" not in ckpt or "epoch" not in ckpt: raise ValueError(f"resume (--resume): {resume} is not a checkpoint of `minidl train` (no config/epoch entries)")
+        cfg = ckpt["config"]
+        dataset, model, epochs, batch_size, lr, optimizer, seed = (cfg[k] for k in ("dataset", "model", "epochs", "batch_size", "lr", "optimizer", "seed"))
+        if ckpt["epoch"] + 1 >= epochs: raise ValueError(f"resume (--resume): the run in {resume} has finished all its {epochs} epochs")
+    _check_options(dataset, model, epochs, batch_size, lr, optimizer)
+    out = Path(out)
+    train_ds, test_ds, in_shape, n_out = _load_data(dataset)
+    manual_seed(seed)
+    net = create_model(model, in_shape, n_out)
+    _check_out(out, sum(p.numel() * p.element_size() for p in net.parameters()))
+    config = dict(dataset=dataset, model=model, input_shape=list(in_shape), n_out=n_out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed)
+    cbs = [ProgressCallback(None if print_fn is print else print_fn),
+           SaveModelCallback(out / "last.safetensors", every_epoch=True, extra={"config": config}),      # every finished epoch, to resume from
+           SaveModelCallback(out / "best.safetensors", monitor="valid_loss", extra={"config": config})]    # the best so far
+    learn = Learner(net, DataLoaders.from_datasets(train_ds, test_ds, batch_size=batch_size, seed=seed), nn.functional.cross_entropy,
+                    opt_func=OPTIMIZERS[optimizer], lr=lr, metrics=[accuracy], cbs=cbs)
+    start = 0 if resume is None else learn.load_checkpoint(resume)["epoch"] + 1
+    print_fn(f"training {model} on {dataset} ({len(train_ds)} train / {len(test_ds)} test samples, {sum(p.numel() for p in net.parameters()):,} parameters)"
+             + (f", resuming at epoch {start + 1} of {epochs}" if start else ""))
+    return learn, config, start, out
+
+def _run(learn, config, start, out, print_fn) -> dict:
+    "Train from epoch `start`, then write model.safetensors and loss.png; return the final metrics."
+    learn.fit_one_cycle(config["epochs"], config["lr"], start_epoch=start)
+    final = learn.recorder.values[-1]
+    minidl.save({"model": learn.model.state_dict(), "optimizer": learn.opt.state_dict(), "config": config, "epoch": config["epochs"],
+                 "metrics": {k: float(v) for k, v in final.items()}}, out / "model.safetensors")
+    _save_plot(learn, out / "loss.png")
+    print_fn(f"test accuracy: {final['accuracy']:.4f}")
+    print_fn(f"wrote {out / 'model.safetensors'} and {out / 'loss.png'}")
+    return final
+
 def train(dataset="mnist1d",   # a name from DATASETS
           model="mlp",          # a name from minidl.models.MODELS
           epochs=10,            # passes over the training data (one-cycle schedule)
@@ -40,28 +97,12 @@ def train(dataset="mnist1d",   # a name from DATASETS
           lr=3e-3,              # peak learning rate
           optimizer="adamw",    # a name from OPTIMIZERS
           seed=0,               # seeds initialisation and shuffling
-          out="runs/demo",      # folder for loss.png and model.safetensors
+          out="runs/demo",      # folder for loss.png, model.safetensors and the last/best checkpoints
+          resume=None,          # a last.safetensors to continue (its run's options replace the ones above)
           print_fn=print,       # where progress lines go
          ) -> dict:
-    "Train, print progress and the test accuracy, write `loss.png` and `model.safetensors` to `out`; return the final metrics."
-    if optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if epochs < 1 or batch_size < 1 or lr <= 0: raise ValueError(f"epochs and batch_size must be ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    train_ds, test_ds, in_shape, n_out = _load_data(dataset)
-    manual_seed(seed)
-    net = create_model(model, in_shape, n_out)
-    dls = DataLoaders.from_datasets(train_ds, test_ds, batch_size=batch_size, seed=seed)
-    learn = Learner(net, dls, nn.functional.cross_entropy, opt_func=OPTIMIZERS[optimizer], lr=lr, metrics=[accuracy], cbs=[ProgressCallback(None if print_fn is print else print_fn)])
-    print_fn(f"training {model} on {dataset} ({len(train_ds)} train / {len(test_ds)} test samples, {sum(p.numel() for p in net.parameters()):,} parameters)")
-    learn.fit_one_cycle(epochs, lr)
-    final = learn.recorder.values[-1]
-    config = dict(dataset=dataset, model=model, input_shape=list(in_shape), n_out=n_out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed)
-    minidl.save({"model": net.state_dict(), "optimizer": learn.opt.state_dict(), "config": config, "epoch": epochs,
-                 "metrics": {k: float(v) for k, v in final.items()}}, out / "model.safetensors")
-    _save_plot(learn, out / "loss.png")
-    print_fn(f"test accuracy: {final['accuracy']:.4f}")
-    print_fn(f"wrote {out / 'model.safetensors'} and {out / 'loss.png'}")
-    return final
+    "Train, print progress and the test accuracy, checkpoint every epoch, write `loss.png` and `model.safetensors` to `out`; return the final metrics."
+    return _run(*_setup(dataset, model, epochs, batch_size, lr, optimizer, seed, out, resume, print_fn), print_fn)
 
 def evaluate(checkpoint, dataset=None, batch_size=256, print_fn=print) -> dict:
     "Rebuild the model stored in `checkpoint` and report its loss and accuracy on the test split of `dataset` (default: the one it was trained on)."
@@ -80,7 +121,8 @@ def evaluate(checkpoint, dataset=None, batch_size=256, print_fn=print) -> dict:
 
 # %% ../nbs/11_train.ipynb #1a5d672a
 def main_train(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="minidl train", description="Train a model on a built-in dataset; write loss.png and model.safetensors.")
+    p = argparse.ArgumentParser(prog="minidl train", description="Train a model on a built-in dataset; write loss.png and model.safetensors, "
+                                "and a checkpoint after every epoch (last.safetensors, best.safetensors). Ctrl-C stops; --resume continues.")
     p.add_argument("--dataset", default="mnist1d", choices=list(DATASETS), help="mnist1d (default) and digits/digits28 need no network")
     p.add_argument("--model", default="mlp", choices=list(MODELS), help="cnn1d for mnist1d; lenet (28×28) and resnet for images")
     p.add_argument("--epochs", type=int, default=10)
@@ -88,9 +130,18 @@ def main_train(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--optimizer", default="adamw", choices=list(OPTIMIZERS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/demo", help="output folder (created if needed)")
+    p.add_argument("--out", default=None, help="output folder, created if needed (default: runs/demo, or the resumed checkpoint's folder)")
+    p.add_argument("--resume", metavar="CHECKPOINT", default=None, help="continue the run saved in CHECKPOINT (its last.safetensors), with that run's options")
     a = p.parse_args(argv)
-    train(a.dataset, a.model, a.epochs, a.batch_size, a.lr, a.optimizer, a.seed, a.out)
+    out = a.out or (Path(a.resume).parent if a.resume else "runs/demo")
+    try: run = _setup(a.dataset, a.model, a.epochs, a.batch_size, a.lr, a.optimizer, a.seed, out, a.resume, print)
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
+    try: _run(*run, print)
+    except KeyboardInterrupt:                       # Ctrl-C: the batch is abandoned; every finished epoch is already on disk
+        last = Path(out) / "last.safetensors"
+        saved = f"the last finished epoch is saved in {last}; continue with: minidl train --resume {last}" if last.exists() else "no epoch had finished"
+        print(f"\nminidl train: interrupted; {saved}", file=sys.stderr)
+        return 130
     return 0
 
 def main_eval(argv=None) -> int:
@@ -98,5 +149,6 @@ def main_eval(argv=None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--dataset", default=None, choices=list(DATASETS), help="default: the dataset it was trained on")
     a = p.parse_args(argv)
-    evaluate(a.checkpoint, a.dataset)
+    try: evaluate(a.checkpoint, a.dataset)
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
     return 0

@@ -1,4 +1,6 @@
 """minidl's safetensors files against the official `safetensors` package, both directions; damaged files fail clearly."""
+import re
+
 import numpy as np
 import pytest
 from safetensors.numpy import load_file as st_load, save_file as st_save
@@ -19,7 +21,8 @@ def test_official_reader_reads_ours(tmp_path):
 
 def test_we_read_the_official_writer(tmp_path):
     st_save(ARRAYS, str(tmp_path / "theirs.safetensors"), metadata={"a": "b"})
-    ours, meta = load_file(tmp_path / "theirs.safetensors")
+    with pytest.warns(UserWarning, match="no minidl.sha256 digest"):       # it still loads, but damage could not be detected
+        ours, meta = load_file(tmp_path / "theirs.safetensors")
     assert meta == {"a": "b"}
     for k, v in ARRAYS.items():
         np.testing.assert_array_equal(ours[k].numpy(), v); assert ours[k].dtype == v.dtype
@@ -44,7 +47,7 @@ def test_damaged_files_raise_valueerror(tmp_path, damage):
     elif damage == "bad_offsets": raw = raw.replace(b'"data_offsets":[0,40]', b'"data_offsets":[4,44]')
     elif damage == "huge_header": raw = (10**12).to_bytes(8, "little") + raw[8:]
     p.write_bytes(raw)
-    with pytest.raises(ValueError, match="not a valid safetensors file"):
+    with pytest.raises(ValueError, match="not a valid checkpoint"):
         load(p)
 
 def test_failed_save_keeps_the_previous_file(tmp_path):
@@ -54,3 +57,57 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
         save({"a": np.ones(3, np.float32), "bad": object()}, p)
     np.testing.assert_array_equal(load(p)["a"].numpy(), np.ones(3))
     assert [f.name for f in tmp_path.iterdir()] == ["keep.safetensors"]
+
+
+def _checkpoint(tmp_path):
+    p = tmp_path / "c.safetensors"
+    save({"model": {"w": np.arange(8, dtype=np.float32), "mask": np.array([True, False])}, "lr": 0.01, "name": "run"}, p)
+    return p, p.read_bytes()
+
+@pytest.mark.filterwarnings("ignore:.*no minidl.sha256 digest")          # a flip in the word __metadata__ hides the digest: still refused
+def test_every_single_bit_flip_is_refused(tmp_path):
+    p, raw = _checkpoint(tmp_path)
+    n = 8 + int.from_bytes(raw[:8], "little")
+    bits = np.random.default_rng(0).choice(n * 8, 400, replace=False).tolist() + list(range(n * 8, len(raw) * 8))   # 400 in the header, all in the data
+    for bit in bits:
+        flipped = bytearray(raw); flipped[bit // 8] ^= 1 << (bit % 8); p.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match="not a valid checkpoint"):
+            load(p)
+
+
+def _rewrite(p, header: dict, body: bytes):
+    "A file with this header and body, and no digest (what a crafted file looks like)."
+    import json
+    head = json.dumps(header).encode()
+    p.write_bytes(len(head).to_bytes(8, "little") + head + body)
+
+@pytest.mark.filterwarnings("ignore:.*no minidl.sha256 digest")          # crafted files carry no digest
+@pytest.mark.parametrize("header,body,message", [
+    ({"x": {"dtype": "F32", "shape": [2], "data_offsets": ["0", "8"]}}, bytes(8), "bad data_offsets"),
+    ({"x": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, bytes(8), "bad shape"),
+    ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12), "overlapping"),
+    ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, bytes(8), "bad data_offsets"),
+    ({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8), "truncated"),
+    ({"x": {"dtype": "BOOL", "shape": [3], "data_offsets": [0, 3]}}, bytes([0, 1, 2]), "BOOL but holds bytes other than 0 and 1"),
+    ({"x": ["not", "an", "object"]}, b"", "is not an object"),
+    ({"__metadata__": {"a": 1}}, b"", "must map strings to strings"),
+    ({"__metadata__": {"minidl.structure": "[" * 100000}}, b"", "damaged minidl structure metadata (RecursionError)"),
+])
+def test_crafted_headers_are_refused_with_one_clear_error(tmp_path, header, body, message):
+    p = tmp_path / "crafted.safetensors"
+    _rewrite(p, header, body)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(p)
+
+def test_a_deeply_nested_header_is_a_clear_error(tmp_path):
+    p = tmp_path / "deep.safetensors"
+    head = b"[" * 100000 + b"]" * 100000
+    p.write_bytes(len(head).to_bytes(8, "little") + head)
+    with pytest.raises(ValueError, match=re.escape("the header is not JSON (RecursionError)")):
+        load(p)
+
+def test_an_unsupported_dtype_is_named(tmp_path):
+    p = tmp_path / "bf16.safetensors"
+    _rewrite(p, {"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, bytes(4))
+    with pytest.warns(UserWarning, match="no minidl.sha256 digest"), pytest.raises(ValueError, match="tensor 'x' has dtype 'BF16', which minidl cannot load"):
+        load(p)
