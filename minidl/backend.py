@@ -122,7 +122,7 @@ OPS = {
     "neg": (1, np.negative), "abs": (1, np.absolute), "sign": (1, np.sign),
     "exp": (1, np.exp), "log": (1, np.log), "log1p": (1, np.log1p), "sqrt": (1, np.sqrt),
     "sin": (1, np.sin), "cos": (1, np.cos), "tanh": (1, np.tanh),
-    "rsqrt": (1, None), "sigmoid": (1, None), "relu": (1, None), "erf": (1, None), "gelu": (1, None), "silu": (1, None),
+    "rsqrt": (1, None), "sigmoid": (1, None), "relu": (1, None), "relu_grad": (2, None), "erf": (1, None), "gelu": (1, None), "silu": (1, None),
     "leaky_relu": (2, None), "elu": (2, None), "softplus": (3, None), "clip": (3, np.clip),
 }
 "The elementwise ops every backend's `map` knows: how many inputs each takes, and the NumPy ufunc whose dtype rules it follows."
@@ -150,7 +150,7 @@ def backend_of(a) -> Backend:
     except KeyError: raise TypeError(f"no backend owns arrays of type {type(a).__name__}; expected one of {[t.__name__ for t in _BY_ARRAY]}") from None
 
 # %% ../nbs/02b_backend.ipynb #aefcd132
-_KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "erf": K.erf, "gelu": K.gelu, "silu": K.silu,
+_KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "relu_grad": K.relu_grad, "erf": K.erf, "gelu": K.gelu, "silu": K.silu,
             "leaky_relu": K.leaky_relu, "elu": K.elu, "softplus": K.softplus}
 _CPU_MAP = {op: _KERNELS.get(op, ufunc) for op, (_, ufunc) in OPS.items()}   # what runs each elementwise op on the CPU
 

@@ -519,7 +519,7 @@ def scatter_add(size: int, index, src):
 @device_function
 def _silu(x): return x * sigmoid(x)
 
-ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("leaky_relu", "elu", "erf", "gelu", "softplus", "rsqrt")}
+ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("relu_grad", "leaky_relu", "elu", "erf", "gelu", "softplus", "rsqrt")}
 ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 

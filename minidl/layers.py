@@ -496,14 +496,14 @@ class CrossEntropyFn(Function):
         B = x.backend
         log_p = B.log_softmax(x._a, 1)
         losses = B.map("neg", targets.row_dots(log_p))       # float64
-        ctx.targets, ctx.a, ctx.log_p, ctx.denom, ctx.reduction = targets, targets.row_sums(), log_p, denom, reduction
-        ctx.save_for_backward(x)
+        ctx.targets, ctx.a, ctx.denom, ctx.reduction = targets, targets.row_sums(), denom, reduction
+        ctx.save_for_backward(x, Tensor(log_p))               # saved tensors are freed with the graph
         if reduction == "none": return Tensor(B.cast(losses, x.dtype))
         total = B.sum(losses, (0,), False)
         return Tensor(B.cast(B.map("div", total, denom) if reduction == "mean" else total, x.dtype))
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
+        x, log_p = ctx.saved_tensors
         q, a, B = ctx.targets, ctx.a, x.backend
         if is_grad_enabled():         # building a second derivative: the same formula as tensor ops
             grad = x.softmax(1) * Tensor(B.cast(B.reshape(a, (-1, 1)), x.dtype)) - Tensor(B.cast(q.dense(), x.dtype))
@@ -512,7 +512,7 @@ class CrossEntropyFn(Function):
         g64 = B.cast(g._a, np.dtype(np.float64))
         scale = g64 if ctx.reduction == "none" else B.broadcast_to(B.map("div", g64, ctx.denom) if ctx.reduction == "mean" else g64, a.shape)
         scale = B.where(B.map("eq", a, 0), 0.0, scale)                # a row that adds nothing gets no gradient (not 0 * inf)
-        p = B.softmax_from_lse(ctx.log_p, B.full(a.shape, 0, x.dtype), B.map("mul", a, scale))
+        p = B.softmax_from_lse(log_p._a, B.full(a.shape, 0, x.dtype), B.map("mul", a, scale))
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 

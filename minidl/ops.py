@@ -441,8 +441,9 @@ sin = _unary("Sin", "sin", lambda x, o: x.cos(), doc="Sine.")
 cos = _unary("Cos", "cos", lambda x, o: -x.sin(), doc="Cosine.")
 tanh = _unary("Tanh", "tanh", lambda x, o: 1 - o * o, True, "Hyperbolic tangent.")
 sigmoid = _unary("Sigmoid", "sigmoid", lambda x, o: o * (1 - o), True, "1 / (1 + exp(-x)).")
+
 class Relu(Function):
-    "max(x, 0). The gradient passes except where the output is <= 0, so at NaN it passes (PyTorch's rule), in as many ops as `g * (x > 0)`."
+    "max(x, 0). The gradient passes except where the output is <= 0, so at NaN it passes (PyTorch's rule): one fused pass, `relu_grad`."
     @staticmethod
     def forward(ctx, x):
         out = Tensor(x.backend.map("relu", x._a))
@@ -451,9 +452,11 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         out, = ctx.saved_tensors
-        return where(_const(out <= 0), 0.0, g)
+        if is_grad_enabled(): return where(_const(out <= 0), 0.0, g)     # building a second derivative: tensor ops
+        return Tensor(_backend(g, out).map("relu_grad", g._a, out._a))
 
 def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; return Relu.apply(_float(x))
+
 erf = _unary("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
 gelu = _unary("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
               doc="Gaussian error linear unit, x Φ(x) (exact form, PyTorch's default).")

@@ -9,6 +9,7 @@ __all__ = ['DATASETS', 'OPTIMIZERS', 'train', 'evaluate', 'main_train', 'main_ev
 import argparse
 import io
 import math
+import numpy as np
 import shutil
 import sys
 import tempfile
@@ -113,6 +114,9 @@ def evaluate(checkpoint, dataset=None, batch_size=256, print_fn=print) -> dict:
     if (list(in_shape), n_out) != (list(cfg["input_shape"]), cfg["n_out"]):
         raise ValueError(f"{checkpoint}: the model takes inputs of shape {tuple(cfg['input_shape'])} and predicts {cfg['n_out']} classes; "
                          f"dataset {dataset!r} has inputs of shape {in_shape} and {n_out} classes")
+    broken = {k: int((~np.isfinite(v.numpy())).sum()) for k, v in ckpt["model"].items() if v.dtype.kind == "f"}
+    broken = {k: n for k, n in broken.items() if n}
+    if broken: raise ValueError(f"{checkpoint}: the weights hold NaN or inf ({', '.join(f'{k}: {n}' for k, n in broken.items())}); the run that wrote them diverged")
     net = create_model(cfg["model"], in_shape, n_out); net.load_state_dict(ckpt["model"])
     learn = Learner(net, DataLoaders(None, data.DataLoader(test_ds, batch_size)), nn.functional.cross_entropy, metrics=[accuracy])
     res = learn.validate()
