@@ -65,7 +65,7 @@ class Backend:
     def softmax(self, a, axis): "Softmax along `axis`, max-shifted."
     def log_softmax(self, a, axis): "Log-softmax along `axis`, max-shifted."
     def logsumexp(self, a, axis): "log Σ exp along `axis` (the axis removed); -inf for an empty axis."
-    def softmax_from_lse(self, x, lse, scale): "scale[i] * exp(x[i, j] - lse[i]) for a 2-d `x` in one pass."
+    def scaled_exp(self, x, scale): "scale[i] * exp(x[i, j]) for a 2-d `x` in one pass (for a log-softmax x: the softmax, scaled by rows)."
     # ---- convolution and pooling on (N, C, H, W) arrays; `geom` is lesson 12's `Geometry` (kernel, stride, begin, dilation, out)
     def im2col(self, x, geom): "(N, C·kh·kw, OH, OW): each output position's input window as a column (outside the input: 0)."
     def col2im(self, cols, geom, shape): "The adjoint of `im2col`: each column entry added back to the input position it came from, in an array of `shape`."
@@ -198,7 +198,7 @@ class CPUBackend(Backend):
     def softmax(self, a, axis): return K.softmax(a, axis)
     def log_softmax(self, a, axis): return K.log_softmax(a, axis)
     def logsumexp(self, a, axis): return K.logsumexp(a, axis)
-    def softmax_from_lse(self, x, lse, scale): return K.softmax_from_lse(x, lse, scale)
+    def scaled_exp(self, x, scale): return K.scaled_exp(x, scale)
     def uniform(self, shape, dtype): return default_generator().random(shape).astype(dtype, copy=False)
     def update(self, rule, arrays, hyper): rule.cpu_loop(*arrays, *hyper)
 

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['copies', 'DEVICE_OPS', 'SUM', 'MAX', 'MIN', 'ARGMAX', 'ARGMIN', 'PROD', 'BLOCK_REDUCE_MIN', 'ACTIVATIONS',
            'DeviceArray', 'empty', 'to_device', 'to_host', 'check_same_device', 'apply', 'contiguous', 'flat_buffer',
-           'full', 'broadcast_to', 'check_range', 'device_function', 'elementwise', 'reduce', 'matmul',
-           'softmax_from_lse', 'scatter_add', 'or_placeholder', 'update_kernel', 'update', 'DeviceBackend']
+           'full', 'broadcast_to', 'check_range', 'device_function', 'elementwise', 'reduce', 'matmul', 'scaled_exp',
+           'scatter_add', 'update_kernel', 'update', 'DeviceBackend']
 
 # %% ../nbs/15_gpu.ipynb #0bd18196
 import math
@@ -489,17 +489,14 @@ def _rowwise(x: DeviceArray, axis: int, mode: int) -> DeviceArray:
     return out if mode == LOGSUMEXP else out._view(lambda l: np.moveaxis(l, -1, axis))
 
 @cuda.jit
-def _exp_shifted_kernel(x, lse, lse_off, scale, scale_off, out, rows, cols):
+def _scaled_exp_kernel(x, scale, out, rows, cols):
     i = cuda.grid(1)
-    if i < rows * cols:
-        r = i // cols
-        out[i] = math.exp(x[i] - lse[lse_off + r]) * scale[scale_off + r]
+    if i < rows * cols: out[i] = math.exp(x[i]) * scale[i // cols]
 
-def softmax_from_lse(x, lse, scale):
-    check_same_device("softmax_from_lse", x, lse, scale)
-    x, lse, scale = contiguous(x), contiguous(lse.astype(x.dtype, copy=False)), contiguous(scale.astype(x.dtype, copy=False))
+def scaled_exp(x, scale):
+    check_same_device("scaled_exp", x, scale)
     out = empty(x.shape, x.dtype)
-    if x.size: _exp_shifted_kernel[blocks_for(x.size), THREADS](flat_buffer(x), lse.buf, lse.offset, scale.buf, scale.offset, out.buf, x.shape[0], x.shape[1])
+    if x.size: _scaled_exp_kernel[blocks_for(x.size), THREADS](flat_buffer(x), flat_buffer(scale.astype(x.dtype, copy=False)), out.buf, x.shape[0], x.shape[1])
     return out
 
 # %% ../nbs/15_gpu.ipynb #2c519a52
@@ -524,10 +521,6 @@ ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 
 # %% ../nbs/15_gpu.ipynb #7088a314
-def or_placeholder(buf, p):
-    "A state array the update does not use is empty; the kernel gets p in its place and never reads it."
-    return flat_buffer(buf) if buf.size else flat_buffer(p)
-
 _UPDATE_KERNELS = {}
 
 def update_kernel(element):
@@ -545,7 +538,8 @@ def update(rule, arrays: tuple, hyper: tuple):
     "The interface's `update`: `rule.element` on every element of the flat device arrays, in place."
     p = arrays[0]
     check_same_device("optimizer update", *(a for a in arrays if a.size))
-    update_kernel(rule.element)[blocks_for(p.size), THREADS](tuple(or_placeholder(a, p) for a in arrays), hyper)
+    flat = tuple(flat_buffer(a if a.size else p) for a in arrays)     # a state the rule does not use is empty: p stands in, never read
+    update_kernel(rule.element)[blocks_for(p.size), THREADS](flat, hyper)
 
 # %% ../nbs/15_gpu.ipynb #74771e34
 class DeviceBackend(Backend):
@@ -592,5 +586,5 @@ class DeviceBackend(Backend):
     def softmax(self, a, axis): return _rowwise(a, axis, SOFTMAX)
     def log_softmax(self, a, axis): return _rowwise(a, axis, LOG_SOFTMAX)
     def logsumexp(self, a, axis): return _rowwise(a, axis, LOGSUMEXP)
-    def softmax_from_lse(self, x, lse, scale): return softmax_from_lse(x, lse, scale)
+    def scaled_exp(self, x, scale): return scaled_exp(x, scale)
     def update(self, rule, arrays, hyper): update(rule, arrays, hyper)

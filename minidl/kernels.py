@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PARALLEL_MIN_SIZE', 'elementwise', 'exp32', 'fast_exp', 'sigmoid', 'relu', 'relu_grad', 'leaky_relu', 'elu', 'erf',
            'gelu', 'silu', 'softplus', 'rsqrt', 'mul_add', 'serial_and_parallel', 'sum', 'softmax', 'log_softmax',
-           'logsumexp', 'softmax_from_lse', 'scatter_add', 'check_range', 'matmul']
+           'logsumexp', 'scaled_exp', 'scatter_add', 'check_range', 'matmul']
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import math
@@ -270,18 +270,18 @@ def logsumexp(x, axis=-1): "log(sum(exp(x))) along `axis` (the axis is removed).
 
 # %% ../nbs/02_kernels.ipynb #403158cd
 @serial_and_parallel(fastmath={"contract", "nsz"})
-def _exp_shifted_rows(x, shift, scale, out):
+def _scaled_exp_rows(x, scale, out):
     for i in prange(x.shape[0]):
-        r, o, m, c = x[i], out[i], shift[i], scale[i]
-        for k in range(r.size): o[k] = fast_exp(r[k] - m) * c
+        r, o, c = x[i], out[i], scale[i]
+        for k in range(r.size): o[k] = fast_exp(r[k]) * c
 
-def softmax_from_lse(x: np.ndarray, lse: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    "$s_i\\,e^{x_{ij} - \\ell_i} = s_i \\operatorname{softmax}(x_i)_j$ for the rows of a 2-d `x`, given their logsumexp $\\ell$ (`lse`) and scales $s$ (`scale`): one pass."
-    if x.ndim != 2 or lse.shape != (x.shape[0],) or scale.shape != (x.shape[0],):
-        raise ValueError(f"softmax_from_lse: expected x (N, C) with lse and scale (N,), got {x.shape}, {lse.shape}, {scale.shape}")
+def scaled_exp(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    "$s_i\\,e^{x_{ij}}$ for the rows of a 2-d `x` and scales $s$ (`scale`), in one pass: for a log-softmax $x$, the softmax scaled row by row."
+    if x.ndim != 2 or scale.shape != (x.shape[0],):
+        raise ValueError(f"scaled_exp: expected x (N, C) and scale (N,), got {x.shape} and {scale.shape}")
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
-    _exp_shifted_rows(x.size)(x, lse.astype(x.dtype), scale.astype(x.dtype), out)
+    _scaled_exp_rows(x.size)(x, scale.astype(x.dtype), out)
     return out
 
 # %% ../nbs/02_kernels.ipynb #b7f6a629

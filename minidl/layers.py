@@ -512,7 +512,7 @@ class CrossEntropyFn(Function):
         g64 = B.cast(g._a, np.dtype(np.float64))
         scale = g64 if ctx.reduction == "none" else B.broadcast_to(B.map("div", g64, ctx.denom) if ctx.reduction == "mean" else g64, a.shape)
         scale = B.where(B.map("eq", a, 0), 0.0, scale)                # a row that adds nothing gets no gradient (not 0 * inf)
-        p = B.softmax_from_lse(log_p._a, B.full(a.shape, 0, x.dtype), B.map("mul", a, scale))
+        p = B.scaled_exp(log_p._a, B.map("mul", a, scale))
         q.subtract_from(p, scale)
         return Tensor(p), None, None, None
 

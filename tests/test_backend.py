@@ -90,7 +90,7 @@ CALLS = {
     "softmax": lambda B, put: B.softmax(put(_x()), 0),
     "log_softmax": lambda B, put: B.log_softmax(put(_x()), 1),
     "logsumexp": lambda B, put: B.logsumexp(put(_x()), 1),
-    "softmax_from_lse": lambda B, put: B.softmax_from_lse(put(_x()), put(np.ones(3)), put(np.full(3, 2.0))),
+    "scaled_exp": lambda B, put: B.scaled_exp(put(_x()), put(np.full(3, 2.0))),
     "im2col": lambda B, put: B.im2col(put(_x(shape=(2, 3, 7, 7))), CONV),
     "col2im": lambda B, put: B.col2im(put(_x(shape=(2, 27, 4, 5))), CONV, (2, 3, 7, 7)),
     "direct_conv": lambda B, put: B.direct_conv(put(_x(shape=(2, 4, 6, 6))), put(_x(1, (4, 1, 3, 3))), 4, DIRECT),

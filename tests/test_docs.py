@@ -84,7 +84,7 @@ def test_api_reference_in_the_browser(server, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", f"{url}/api/layers.html")
     for name in ("Linear", "cross_entropy", "Module.parameters"):
         assert f">{name}<" in dom, name
-    assert "<mjx-container" in chromium(tmp_path, "--dump-dom", f"{url}/api/kernels.html"), "math in docstrings (softmax_from_lse) was not typeset"
+    assert "<mjx-container" in chromium(tmp_path, "--dump-dom", f"{url}/api/kernels.html"), "math in docstrings (scaled_exp) was not typeset"
 
 
 @needs_chromium
