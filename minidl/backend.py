@@ -59,6 +59,8 @@ class Backend:
     def amin(self, a, axes, keepdim): "Smallest element over `axes`; NaN wins."
     def argmax(self, a, axis, keepdim): "int64 index of the first largest element along `axis` (None: of the flattened array)."
     def argmin(self, a, axis, keepdim): "int64 index of the first smallest element along `axis` (None: of the flattened array)."
+    def cumulative(self, a, axis, op): "Running sums (`op` 'sum') or products ('prod') along `axis`, in the array's dtype (ints and bools give int64)."
+    def sort(self, a, axis, descending): "(values, int64 indices) of `a` sorted along `axis`; stable (equal elements keep their order); NaN sorts as the largest value."
     # ---- linear algebra and rows
     def matmul(self, a, b): "Matrix product of ≥2-d arrays of one float dtype, batch dimensions broadcast; ValueError if not aligned."
     def einsum(self, spec, a, b): "Two-operand Einstein sum; `spec` is (letters of a, letters of b, letters of the output)."
@@ -121,7 +123,10 @@ OPS = {
     "and": (2, np.bitwise_and), "or": (2, np.bitwise_or), "xor": (2, np.bitwise_xor), "invert": (1, np.invert),
     "neg": (1, np.negative), "abs": (1, np.absolute), "sign": (1, np.sign),
     "exp": (1, np.exp), "log": (1, np.log), "log1p": (1, np.log1p), "sqrt": (1, np.sqrt),
-    "sin": (1, np.sin), "cos": (1, np.cos), "tanh": (1, np.tanh),
+    "sin": (1, np.sin), "cos": (1, np.cos), "tanh": (1, np.tanh), "tan": (1, np.tan), "sinh": (1, np.sinh), "cosh": (1, np.cosh),
+    "asin": (1, np.arcsin), "acos": (1, np.arccos), "atan": (1, np.arctan), "log2": (1, np.log2), "log10": (1, np.log10), "expm1": (1, np.expm1),
+    "floor_divide": (2, np.floor_divide), "floor": (1, np.floor), "ceil": (1, np.ceil), "trunc": (1, np.trunc), "round": (1, np.rint),
+    "isnan": (1, np.isnan), "isinf": (1, np.isinf), "isfinite": (1, np.isfinite),
     "rsqrt": (1, None), "sigmoid": (1, None), "relu": (1, None), "relu_grad": (2, None), "erf": (1, None), "gelu": (1, None), "silu": (1, None),
     "leaky_relu": (2, None), "elu": (2, None), "softplus": (3, None), "clip": (3, np.clip),
 }
@@ -192,6 +197,13 @@ class CPUBackend(Backend):
     def amin(self, a, axes, keepdim): return np.asarray(np.min(a, axis=axes, keepdims=keepdim))
     def argmax(self, a, axis, keepdim): return np.asarray(np.argmax(a, axis=axis, keepdims=keepdim), np.int64)
     def argmin(self, a, axis, keepdim): return np.asarray(np.argmin(a, axis=axis, keepdims=keepdim), np.int64)
+    def cumulative(self, a, axis, op): return (np.cumsum if op == "sum" else np.cumprod)(a, axis, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
+    def sort(self, a, axis, descending):
+        if not descending: idx = np.argsort(a, axis, kind="stable")              # NumPy puts NaN last, as PyTorch
+        else:                          # sort the reversed line ascending and reverse the answer: equal elements keep their order, NaN comes first
+            n = a.shape[axis]
+            idx = n - 1 - np.flip(np.argsort(np.flip(a, axis), axis, kind="stable"), axis)
+        return np.take_along_axis(a, idx, axis), idx.astype(np.int64, copy=False)
 
     def matmul(self, a, b): return K.matmul(a, b)
     def einsum(self, spec, a, b): return np.einsum(f"{spec[0]},{spec[1]}->{spec[2]}", a, b)

@@ -129,7 +129,7 @@ def api_page(module_name: str, site: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/91_docsite.ipynb #70faedbd
-API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.backend", "minidl.autograd", "minidl.ops", "minidl.layers", "minidl.conv",
+API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.backend", "minidl.autograd", "minidl.ops", "minidl.more_ops", "minidl.layers", "minidl.conv",
                "minidl.models", "minidl.optim", "minidl.data", "minidl.save", "minidl.learner", "minidl.train",
                "minidl.cuda", "minidl.gpu", "minidl.gpu_ops", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
 

@@ -219,6 +219,20 @@ def _minimum(x, y): return x if x < y or x != x else y
 def _sign(x): return 1 if x > 0 else (-1 if x < 0 else x)
 @device_function
 def _clip(x, lo, hi): return lo if x < lo else (hi if x > hi else x)
+@device_function
+def _trunc(x):
+    "x rounded toward zero (`math.trunc` would return an int on the device, losing inf and NaN)."
+    return x if not abs(x) < 4503599627370496.0 else x - math.fmod(x, 1.0)     # NaN, ±inf and |x| ≥ 2**52 are whole already
+@device_function
+def _floor(x):
+    t = _trunc(x)
+    return t - 1.0 if t > x else t
+@device_function
+def _round(x):
+    "x rounded to the nearest integer, halves to even (NumPy's `rint`, PyTorch's `round`)."
+    f = _floor(x)
+    d = x - f
+    return f + 1.0 if d > 0.5 or (d == 0.5 and math.fmod(f, 2.0) != 0.0) else f
 
 DEVICE_OPS = {
     "add": add, "sub": device_function(lambda x, y: x - y), "mul": mul, "div": device_function(lambda x, y: x / y),
@@ -233,7 +247,15 @@ DEVICE_OPS = {
     "exp": device_function(lambda x: math.exp(x)), "log": device_function(lambda x: math.log(x)),
     "log1p": device_function(lambda x: math.log1p(x)), "sqrt": device_function(lambda x: math.sqrt(x)),
     "sin": device_function(lambda x: math.sin(x)), "cos": device_function(lambda x: math.cos(x)),
-    "tanh": device_function(lambda x: math.tanh(x)),
+    "tanh": device_function(lambda x: math.tanh(x)), "tan": device_function(lambda x: math.tan(x)),
+    "sinh": device_function(lambda x: math.sinh(x)), "cosh": device_function(lambda x: math.cosh(x)),
+    "asin": device_function(lambda x: math.asin(x)), "acos": device_function(lambda x: math.acos(x)),
+    "atan": device_function(lambda x: math.atan(x)), "log2": device_function(lambda x: math.log2(x)),
+    "log10": device_function(lambda x: math.log10(x)), "expm1": device_function(lambda x: math.expm1(x)),
+    "floor_divide": device_function(lambda x, y: x // y), "trunc": _trunc, "floor": _floor,
+    "ceil": device_function(lambda x: -_floor(-x)), "round": _round,
+    "isnan": device_function(lambda x: math.isnan(x)), "isinf": device_function(lambda x: math.isinf(x)),
+    "isfinite": device_function(lambda x: math.isfinite(x)),
 }
 "The device function behind each elementwise op of lesson 02b's `OPS` that NumPy has a ufunc for."
 

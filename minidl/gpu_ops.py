@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['cuda_backend', 'take_along_axis', 'einsum', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad',
-           'direct_weight_grad', 'max_pool_arrays', 'max_pool_grad', 'window_mean', 'window_mean_grad', 'uniform',
-           'CUDABackend']
+           'direct_weight_grad', 'max_pool_arrays', 'max_pool_grad', 'window_mean', 'window_mean_grad', 'cumulative',
+           'sort', 'uniform', 'CUDABackend']
 
 # %% ../nbs/16_gpu_ops.ipynb #c17658f8
 import math
@@ -14,7 +14,7 @@ from .core import default_generator
 from .cuda import THREADS, blocks_for, cuda
 from .backend import register
 from .cuda import broadcast_strides, strided_offset
-from .gpu import (DeviceArray, DeviceBackend, flat_buffer, check_same_device,
+from .gpu import (DeviceArray, DeviceBackend, contiguous, flat_buffer, check_same_device,
                         check_range, empty, full, matmul, to_device)
 
 # %% ../nbs/16_gpu_ops.ipynb #f2109f8d
@@ -257,6 +257,59 @@ def window_mean_grad(gy: DeviceArray, bounds: tuple, shape: tuple) -> DeviceArra
     if gy.size: _window_mean_grad_kernel[blocks_for(gy.size), THREADS](flat_buffer(dx), gy.size, flat_buffer(gy), *shape[2:], *_bounds(bounds), *gy.shape[2:])
     return dx
 
+# %% ../nbs/16_gpu_ops.ipynb #2df020c1
+@cuda.jit
+def _cumulative_kernel(out, x, rows, cols, product):
+    "out[r, j] = x[r, 0] + … + x[r, j] (or ×, when `product`): one thread per row of the (rows, cols) buffers, in order."
+    r = cuda.grid(1)
+    if r < rows and cols:
+        base = r * cols
+        out[base] = x[base]
+        for j in range(1, cols):
+            out[base + j] = out[base + j - 1] * x[base + j] if product else out[base + j - 1] + x[base + j]
+
+@cuda.jit(device=True)
+def _goes_before(a, b, descending):
+    "Whether value `a` sorts strictly before `b` (NaN is the largest value)."
+    if descending: return (a != a and b == b) or a > b
+    return (b != b and a == a) or a < b
+
+@cuda.jit
+def _sort_kernel(values, indices, x, rows, cols, descending):
+    "Element k of the (rows, cols) buffer `x` goes to its rank in its row: the count of elements before it."
+    k = cuda.grid(1)
+    if k < rows * cols:
+        base, i = k - k % cols, k % cols
+        v, rank = x[k], 0
+        for j in range(cols):
+            u = x[base + j]
+            if _goes_before(u, v, descending) or (j < i and not _goes_before(v, u, descending)): rank += 1
+        values[base + rank] = v
+        indices[base + rank] = i
+
+def _lines(a: DeviceArray, axis: int, dtype) -> DeviceArray:
+    "`a` as `dtype` with `axis` moved last, row-major: one line per row."
+    return contiguous(a.astype(dtype, copy=False)._view(lambda l: np.moveaxis(l, axis, -1)))
+
+def cumulative(a: DeviceArray, axis: int, op: str) -> DeviceArray:
+    "Running sums (`op` 'sum') or products ('prod') along `axis`; ints and bools give int64, as on the CPU."
+    lines = _lines(a, axis, a.dtype if a.dtype.kind == "f" else np.dtype(np.int64))
+    out, cols = empty(lines.shape, lines.dtype), lines.shape[-1]
+    rows = lines.size // cols if cols else 0
+    if rows: _cumulative_kernel[blocks_for(rows), THREADS](out.buf, flat_buffer(lines), rows, cols, op == "prod")
+    return out._view(lambda l: np.moveaxis(l, -1, axis))
+
+def sort(a: DeviceArray, axis: int, descending: bool) -> tuple:
+    "(values, int64 indices) of `a` sorted along `axis`: stable, NaN the largest value."
+    lines = _lines(a, axis, a.dtype)
+    values, indices = empty(lines.shape, a.dtype), empty(lines.shape, np.int64)
+    if lines.size:
+        cols = lines.shape[-1]
+        _sort_kernel[blocks_for(lines.size), THREADS](values.buf, indices.buf, flat_buffer(lines), lines.size // cols, cols, descending)
+    back = lambda l: np.moveaxis(l, -1, axis)
+    return values._view(back), indices._view(back)
+
+
 # %% ../nbs/16_gpu_ops.ipynb #2f6777b1
 _MASK32 = 0xFFFFFFFF
 
@@ -284,13 +337,14 @@ def uniform(shape: tuple, dtype) -> DeviceArray:
 
 # %% ../nbs/16_gpu_ops.ipynb #39ab275a
 class CUDABackend(DeviceBackend):
-    "The complete CUDA backend: lesson 15's primitives, and this lesson's gathers, einsum, convolution, pooling and random numbers."
+    "The complete CUDA backend: lesson 15's primitives, and this lesson's gathers, einsum, running sums, sorting, convolution, pooling and random numbers."
     def take_along_axis(self, a, index, axis): return take_along_axis(a, index, axis)
     def einsum(self, spec, a, b): return einsum(f"{spec[0]},{spec[1]}->{spec[2]}", a, b)
     # this lesson's functions take the primitives' arguments as they are
     im2col, col2im, max_pool, max_pool_grad = staticmethod(im2col), staticmethod(col2im), staticmethod(max_pool_arrays), staticmethod(max_pool_grad)
     direct_conv, direct_input_grad, direct_weight_grad = staticmethod(direct_conv), staticmethod(direct_input_grad), staticmethod(direct_weight_grad)
     window_mean, window_mean_grad, uniform = staticmethod(window_mean), staticmethod(window_mean_grad), staticmethod(uniform)
+    cumulative, sort = staticmethod(cumulative), staticmethod(sort)
 
 cuda_backend = register(CUDABackend())
 "The CUDA backend (`DeviceArray`s and numba.cuda kernels)."

@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid', 'erf',
-           'gelu', 'silu', 'abs', 'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'Reshape', 'Permute', 'Expand',
-           'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as',
-           'view_as', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg',
-           'Where', 'where', 'clamp', 'Relu', 'relu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward',
-           'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax',
-           'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot',
-           'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax',
-           'logsumexp', 'IndexPut']
+           'gelu', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to',
+           'contiguous', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze',
+           'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div',
+           'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu',
+           'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather', 'mean', 'var',
+           'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum',
+           'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum',
+           'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -40,7 +40,7 @@ def _scalar(v, like: Tensor) -> Tensor:
 
 def _category(dt: np.dtype) -> int: return 2 if dt.kind == "f" else (1 if dt.kind in "iu" else 0)
 
-def _operands(a, b):
+def promote_operands(a, b):
     "Two tensors of one dtype from tensors and/or Python numbers."
     if not isinstance(a, Tensor): a = _scalar(a, b) if isinstance(a, (int, float, bool)) else tensor(a)
     if not isinstance(b, Tensor): b = _scalar(b, a) if isinstance(b, (int, float, bool)) else tensor(b)
@@ -61,7 +61,7 @@ def _float(x: Tensor) -> Tensor:
     return x if x.dtype.kind == "f" else x.to(get_default_dtype())
 
 # %% ../nbs/04_ops.ipynb #d3bfbbdd
-def _unbroadcast(g: Tensor, shape: tuple) -> Tensor:
+def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     "Sum `g` down to `shape` (undoing a broadcast)."
     if g.shape == shape: return g
     lead = g.ndim - len(shape)
@@ -75,7 +75,7 @@ def _backend(*tensors):
         if B is not cpu_backend: return B
     return cpu_backend
 
-def _broadcast(op: str, a, b):
+def broadcast_map(op: str, a, b):
     "The backend's elementwise `op` on two tensors' arrays; shapes that do not broadcast raise an error naming `op` and both shapes."
     B = backend_of(b._a if type(a._a) is cpu_backend.array_type else a._a)     # `_backend(a, b)` in one lookup: every arithmetic op passes here
     try: return B.map(op, a._a, b._a)
@@ -161,7 +161,7 @@ class Expand(Function):
         ctx.shape = x.shape
         return _view_of(x, x.backend.broadcast_to(x._a, shape))
     @staticmethod
-    def backward(ctx, g): return _unbroadcast(g, ctx.shape)
+    def backward(ctx, g): return unbroadcast(g, ctx.shape)
 
 def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
@@ -237,7 +237,7 @@ Tensor.T = property(lambda self: permute(self, tuple(reversed(range(self.ndim)))
 Tensor.mT = property(lambda self: transpose(self, -2, -1), doc="The last two dimensions swapped.")
 
 # %% ../nbs/04_ops.ipynb #2c8f2965
-def _reduce_axes(dim, ndim) -> tuple:
+def reduce_axes(dim, ndim) -> tuple:
     if dim is None: return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     if not ndim: return ()
@@ -259,7 +259,7 @@ class Sum(Function):
 def sum(x, dim=None, keepdim=False, dtype=None):
     "Sum over `dim` (an int, a tuple, or None for all); bools and ints sum to int64."
     if dtype is not None: x = x.to(dtype)
-    return Sum.apply(x, _reduce_axes(dim, x.ndim), keepdim)
+    return Sum.apply(x, reduce_axes(dim, x.ndim), keepdim)
 
 Tensor.sum = sum
 
@@ -268,78 +268,78 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
-        return Tensor(_broadcast("add", a, b))
+        return Tensor(broadcast_map("add", a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
-        return (_unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g, sb) if ctx.needs_input_grad[1] else None)
 
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
         if a.dtype == bool_: raise TypeError("subtraction of bool tensors is not supported; use logical_xor or ~")
-        return Tensor(_broadcast("sub", a, b))
+        return Tensor(broadcast_map("sub", a, b))
     @staticmethod
     def backward(ctx, g):
         sa, sb = ctx.shapes
-        return (_unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
 
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
         ctx.save_for_backward(a if b.requires_grad else None, b if a.requires_grad else None)   # each gradient needs only the other factor
-        return Tensor(_broadcast("mul", a, b))
+        return Tensor(broadcast_map("mul", a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         sa, sb = ctx.shapes
-        return (_unbroadcast(g * b, sa) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(g * a, sb) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g * b, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g * a, sb) if ctx.needs_input_grad[1] else None)
 
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
         ctx.save_for_backward(a if b.requires_grad else None, b)
-        return Tensor(_broadcast("div", a, b))
+        return Tensor(broadcast_map("div", a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         sa, sb = ctx.shapes
-        return (_unbroadcast(g / b, sa) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(-g * a / (b * b), sb) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g / b, sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(-g * a / (b * b), sb) if ctx.needs_input_grad[1] else None)
 
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
-        out = Tensor(_broadcast("pow", a, b))
+        out = Tensor(broadcast_map("pow", a, b))
         ctx.save_for_backward(a, b, out)
         return out
     @staticmethod
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
-        ga = _unbroadcast(g * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
+        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
         gb = None
         if ctx.needs_input_grad[1]:
             safe_log = where(a > 0, a, 1.0).log()          # d/db a^b = a^b log a (taken as 0 where a <= 0)
-            gb = _unbroadcast(g * out * safe_log, b.shape)
+            gb = unbroadcast(g * out * safe_log, b.shape)
         return ga, gb
 
-def add(a, b): "a + b with broadcasting."; return Add.apply(*_operands(a, b))
-def sub(a, b): "a - b with broadcasting."; return Sub.apply(*_operands(a, b))
-def mul(a, b): "a * b with broadcasting."; return Mul.apply(*_operands(a, b))
+def add(a, b): "a + b with broadcasting."; return Add.apply(*promote_operands(a, b))
+def sub(a, b): "a - b with broadcasting."; return Sub.apply(*promote_operands(a, b))
+def mul(a, b): "a * b with broadcasting."; return Mul.apply(*promote_operands(a, b))
 def div(a, b):
     "a / b (true division: integer inputs give floats)."
-    a, b = _operands(a, b)
+    a, b = promote_operands(a, b)
     return Div.apply(_float(a), _float(b))
 def pow(a, b):
     "a ** b (tensor or number exponent)."
-    a, b = _operands(a, b)
-    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(_broadcast("pow", a, b))
+    a, b = promote_operands(a, b)
+    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(broadcast_map("pow", a, b))
     return Pow.apply(a, b)
 
 Tensor.__add__ = Tensor.add = add
@@ -362,8 +362,8 @@ Tensor.__rpow__ = lambda self, o: pow(o, self)
 # %% ../nbs/04_ops.ipynb #6ebdd086
 def _compare(name):
     def op(a, b):
-        a, b = _operands(a, b)
-        return Tensor(_broadcast(name, a, b))
+        a, b = promote_operands(a, b)
+        return Tensor(broadcast_map(name, a, b))
     op.__name__ = name
     return op
 
@@ -372,9 +372,9 @@ Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tenso
 Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge = eq, ne, lt, le, gt, ge
 def _logical(name, symbol):
     def op(a, b):
-        a, b = _operands(a, b)
+        a, b = promote_operands(a, b)
         if a.dtype.kind not in "bi": raise TypeError(f"{symbol} needs bool or integer tensors, got {a.dtype}")
-        return Tensor(_broadcast(name, a, b))
+        return Tensor(broadcast_map(name, a, b))
     return op
 Tensor.__and__, Tensor.__or__, Tensor.__xor__ = _logical("and", "&"), _logical("or", "|"), _logical("xor", "^")
 def _invert(self):
@@ -390,15 +390,15 @@ class Where(Function):
     @staticmethod
     def backward(ctx, g):
         zero = _scalar(0, g)
-        return (_unbroadcast(where(ctx.cond, g, zero), ctx.shapes[0]) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(where(ctx.cond, zero, g), ctx.shapes[1]) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(where(ctx.cond, g, zero), ctx.shapes[0]) if ctx.needs_input_grad[0] else None,
+                unbroadcast(where(ctx.cond, zero, g), ctx.shapes[1]) if ctx.needs_input_grad[1] else None)
 
 def where(condition, input, other):
     "Elements of `input` where `condition` holds, else of `other` (all three broadcast)."
     cond = condition if isinstance(condition, Tensor) else tensor(condition)
     if cond.dtype != bool_: raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     if not isinstance(input, Tensor) and not isinstance(other, Tensor): input = tensor(input)
-    a, b = _operands(input, other)
+    a, b = promote_operands(input, other)
     try: broadcast_shapes(cond.shape, a.shape, b.shape, op="where")
     except ValueError as e: raise ValueError(str(e)) from None
     return Where.apply(a, b, cond)
@@ -416,7 +416,7 @@ Tensor.where = lambda self, condition, other: where(condition, self, other)
 Tensor.clamp = Tensor.clip = clamp
 
 # %% ../nbs/04_ops.ipynb #681badc8
-def _unary(name, kernel, derivative, uses_output=False, doc=""):
+def unary_function(name, kernel, derivative, uses_output=False, doc=""):
     "Make a Function for `kernel` whose backward is `grad * derivative(x, out)` (tensor ops)."
     def forward(ctx, x):
         out = Tensor(x.backend.map(kernel, x._a))
@@ -432,15 +432,15 @@ def _unary(name, kernel, derivative, uses_output=False, doc=""):
     return op
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-exp = _unary("Exp", "exp", lambda x, o: o, True, "e to the power x.")
-log = _unary("Log", "log", lambda x, o: 1 / x, doc="Natural logarithm.")
-log1p = _unary("Log1p", "log1p", lambda x, o: 1 / (1 + x), doc="log(1 + x), accurate for small x.")
-sqrt = _unary("Sqrt", "sqrt", lambda x, o: 0.5 / o, True, "Square root.")
-rsqrt = _unary("Rsqrt", "rsqrt", lambda x, o: -0.5 * o * o * o, True, "1 / sqrt(x).")
-sin = _unary("Sin", "sin", lambda x, o: x.cos(), doc="Sine.")
-cos = _unary("Cos", "cos", lambda x, o: -x.sin(), doc="Cosine.")
-tanh = _unary("Tanh", "tanh", lambda x, o: 1 - o * o, True, "Hyperbolic tangent.")
-sigmoid = _unary("Sigmoid", "sigmoid", lambda x, o: o * (1 - o), True, "1 / (1 + exp(-x)).")
+exp = unary_function("Exp", "exp", lambda x, o: o, True, "e to the power x.")
+log = unary_function("Log", "log", lambda x, o: 1 / x, doc="Natural logarithm.")
+log1p = unary_function("Log1p", "log1p", lambda x, o: 1 / (1 + x), doc="log(1 + x), accurate for small x.")
+sqrt = unary_function("Sqrt", "sqrt", lambda x, o: 0.5 / o, True, "Square root.")
+rsqrt = unary_function("Rsqrt", "rsqrt", lambda x, o: -0.5 * o * o * o, True, "1 / sqrt(x).")
+sin = unary_function("Sin", "sin", lambda x, o: x.cos(), doc="Sine.")
+cos = unary_function("Cos", "cos", lambda x, o: -x.sin(), doc="Cosine.")
+tanh = unary_function("Tanh", "tanh", lambda x, o: 1 - o * o, True, "Hyperbolic tangent.")
+sigmoid = unary_function("Sigmoid", "sigmoid", lambda x, o: o * (1 - o), True, "1 / (1 + exp(-x)).")
 
 class Relu(Function):
     "max(x, 0). The gradient passes except where the output is <= 0, so at NaN it passes (PyTorch's rule): one fused pass, `relu_grad`."
@@ -457,11 +457,11 @@ class Relu(Function):
 
 def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; return Relu.apply(_float(x))
 
-erf = _unary("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
-gelu = _unary("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
+erf = unary_function("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
+gelu = unary_function("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
               doc="Gaussian error linear unit, x Φ(x) (exact form, PyTorch's default).")
-silu = _unary("Silu", "silu", lambda x, o: x.sigmoid() * (1 + x * (1 - x.sigmoid())), doc="x * sigmoid(x) (a.k.a. swish).")
-abs = _unary("Abs", "abs", lambda x, o: _const(where(x != x, 0.0, x.sign())), doc="Absolute value (gradient 0 at NaN, as in PyTorch).")
+silu = unary_function("Silu", "silu", lambda x, o: x.sigmoid() * (1 + x * (1 - x.sigmoid())), doc="x * sigmoid(x) (a.k.a. swish).")
+abs = unary_function("Abs", "abs", lambda x, o: _const(where(x != x, 0.0, x.sign())), doc="Absolute value (gradient 0 at NaN, as in PyTorch).")
 def sign(x): "-1, 0 or 1 (no gradient)."; return Tensor(x.backend.map("sign", x._a))
 
 def leaky_relu(x, negative_slope=0.01):
@@ -563,14 +563,14 @@ Tensor.__iter__ = lambda self: (self[i] for i in range(len(self)))
 def mean(x, dim=None, keepdim=False):
     "Mean over `dim` (all when None); nan for an empty reduction, like PyTorch."
     if x.dtype.kind != "f": raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
-    axes = _reduce_axes(dim, x.ndim)
+    axes = reduce_axes(dim, x.ndim)
     n = math.prod(x.shape[a] for a in axes)
     return sum(x, axes, keepdim) / n if n else sum(x, axes, keepdim) * math.nan
 
 def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "Variance over `dim`; divides by N - correction (correction = 1 if unbiased else 0)."
     corr = (1 if unbiased else 0) if correction is None else correction
-    axes = _reduce_axes(dim, x.ndim)
+    axes = reduce_axes(dim, x.ndim)
     n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
     d = x - mean(x, axes, keepdim=True)
     return sum(d * d, axes, keepdim) / builtins.max(n - corr, 0)
@@ -654,21 +654,21 @@ class Maximum(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return Tensor(_broadcast(ctx.fn.op, a, b))
+        return Tensor(broadcast_map(ctx.fn.op, a, b))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         a_loses, b_loses = (a < b, a > b) if ctx.fn.op == "maximum" else (a > b, a < b)
         tie = a == b                                            # shares: 1/2 each on a tie, 0 to the loser; a NaN loses to nothing
-        return (_unbroadcast(g * where(tie, 0.5, where(a_loses, 0.0, 1.0)), a.shape) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(g * where(tie, 0.5, where(b_loses, 0.0, 1.0)), b.shape) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g * where(tie, 0.5, where(a_loses, 0.0, 1.0)), a.shape) if ctx.needs_input_grad[0] else None,
+                unbroadcast(g * where(tie, 0.5, where(b_loses, 0.0, 1.0)), b.shape) if ctx.needs_input_grad[1] else None)
 
 class Minimum(Maximum):
     "Elementwise minimum: `Maximum` with the comparison reversed."
     op = "minimum"
 
-def maximum(a, b): "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."; return Maximum.apply(*_operands(a, b))
-def minimum(a, b): "Elementwise minimum; on ties the gradient is shared equally, as in PyTorch."; return Minimum.apply(*_operands(a, b))
+def maximum(a, b): "Elementwise maximum; on ties the gradient is shared equally, as in PyTorch."; return Maximum.apply(*promote_operands(a, b))
+def minimum(a, b): "Elementwise minimum; on ties the gradient is shared equally, as in PyTorch."; return Minimum.apply(*promote_operands(a, b))
 
 for _f in (mean, var, std, prod, max, min, argmax, argmin, maximum, minimum):
     setattr(Tensor, _f.__name__, _f)
@@ -752,8 +752,8 @@ class MatMul(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        return (_unbroadcast(g @ b.mT, a.shape) if ctx.needs_input_grad[0] else None,
-                _unbroadcast(a.mT @ g, b.shape) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(g @ b.mT, a.shape) if ctx.needs_input_grad[0] else None,
+                unbroadcast(a.mT @ g, b.shape) if ctx.needs_input_grad[1] else None)
 
 def matmul(a, b):
     "Matrix product with `torch.matmul`'s rules for 1-D operands and batch broadcasting."
@@ -796,7 +796,7 @@ def einsum(equation: str, a, b):
     if len(ins) != 2: raise ValueError(f"einsum: expected two operands ('ab,bc->ac'), got {equation!r}")
     if not arrow: out = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
     if "." in eq: raise ValueError("einsum: '...' is not supported; name every dimension")
-    a, b = _operands(a, b)
+    a, b = promote_operands(a, b)
     for s, t in zip(ins, (a, b)):
         if len(s) != t.ndim: raise ValueError(f"einsum: subscripts {s!r} name {len(s)} dims but the operand has shape {tuple(t.shape)}")
         if len(set(s)) != len(s): raise ValueError(f"einsum: repeated subscripts in one operand ({s!r}, a diagonal) are not supported")
@@ -847,7 +847,7 @@ def logsumexp(x, dim=-1, keepdim=False):
 Tensor.softmax, Tensor.log_softmax, Tensor.logsumexp = softmax, log_softmax, logsumexp
 
 # %% ../nbs/04_ops.ipynb #1cb1ec1b
-def _inplace(self: Tensor, fn, *args) -> Tensor:
+def in_place(self: Tensor, fn, *args) -> Tensor:
     "Compute `fn(self, *args)` and write the result into `self`'s memory, keeping autograd consistent."
     recording = is_grad_enabled() and (self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args))
     if recording:
@@ -873,7 +873,7 @@ def _setitem(self, key, value):
     def put(x, v):
         v = v if isinstance(v, Tensor) else tensor(v, dtype=x.dtype)
         return IndexPut.apply(x, v.to(x.dtype), key)
-    _inplace(self, put, value)
+    in_place(self, put, value)
 
 class IndexPut(Function):
     @staticmethod
@@ -885,17 +885,17 @@ class IndexPut(Function):
     @staticmethod
     def backward(ctx, g):
         gx = IndexPut.apply(g, _scalar(0, g), ctx.key) if ctx.needs_input_grad[0] else None
-        gv = _unbroadcast(g[ctx.key], ctx.vshape) if ctx.needs_input_grad[1] else None
+        gv = unbroadcast(g[ctx.key], ctx.vshape) if ctx.needs_input_grad[1] else None
         return gx, gv
 
 Tensor.__setitem__ = _setitem
-Tensor.add_ = lambda self, other, alpha=1: _inplace(self, lambda x, o: x + o * alpha if alpha != 1 else x + o, other)
-Tensor.sub_ = lambda self, other, alpha=1: _inplace(self, lambda x, o: x - o * alpha if alpha != 1 else x - o, other)
-Tensor.mul_ = lambda self, other: _inplace(self, mul, other)
-Tensor.div_ = lambda self, other: _inplace(self, div, other)
-Tensor.pow_ = lambda self, other: _inplace(self, pow, other)
-Tensor.clamp_ = lambda self, min=None, max=None: _inplace(self, lambda x: clamp(x, min, max))
-Tensor.copy_ = lambda self, src: _inplace(self, lambda x, s: (x * 0 + s) if x.requires_grad else s.to(x.dtype).expand(x.shape), src)
-Tensor.fill_ = lambda self, value: _inplace(self, lambda x: x * 0 + value)
+Tensor.add_ = lambda self, other, alpha=1: in_place(self, lambda x, o: x + o * alpha if alpha != 1 else x + o, other)
+Tensor.sub_ = lambda self, other, alpha=1: in_place(self, lambda x, o: x - o * alpha if alpha != 1 else x - o, other)
+Tensor.mul_ = lambda self, other: in_place(self, mul, other)
+Tensor.div_ = lambda self, other: in_place(self, div, other)
+Tensor.pow_ = lambda self, other: in_place(self, pow, other)
+Tensor.clamp_ = lambda self, min=None, max=None: in_place(self, lambda x: clamp(x, min, max))
+Tensor.copy_ = lambda self, src: in_place(self, lambda x, s: (x * 0 + s) if x.requires_grad else s.to(x.dtype).expand(x.shape), src)
+Tensor.fill_ = lambda self, value: in_place(self, lambda x: x * 0 + value)
 Tensor.zero_ = lambda self: Tensor.fill_(self, 0)
 Tensor.__iadd__, Tensor.__isub__, Tensor.__imul__, Tensor.__itruediv__ = Tensor.add_, Tensor.sub_, Tensor.mul_, Tensor.div_

@@ -12,12 +12,18 @@ UNARY = {
     "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(), "gelu": lambda x: x.gelu(), "silu": lambda x: x.silu(),
     "abs": lambda x: x.abs(), "neg": lambda x: -x, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "elu": lambda x: F.elu(x),
     "softplus": lambda x: F.softplus(x), "clamp": lambda x: x.clamp(-1, 0.5), "square": lambda x: x ** 2, "log1p": lambda x: (x.abs()).log1p(),
+    "tan": lambda x: (x / 2).tan(), "sinh": lambda x: x.sinh(), "cosh": lambda x: x.cosh(), "asin": lambda x: (x / 3).asin(),
+    "acos": lambda x: (x / 3).acos(), "atan": lambda x: x.atan(), "log2": lambda x: (x.abs() + 0.1).log2(),
+    "log10": lambda x: (x.abs() + 0.1).log10(), "expm1": lambda x: x.expm1(),
+    "rounding (zero gradient)": lambda x: x.floor() + x.ceil() * x + x.round() + x.trunc(),
+    "nan_to_num": lambda x: minidl.where(x > 1.5, np.inf, minidl.where(x < -1.9, np.nan, minidl.where(x < -1.5, -np.inf, x))).nan_to_num(-1.0, 3.0, -3.0),
 }
 
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / (b.abs() + 0.5),
     "maximum": lambda a, b: minidl.maximum(a, b), "minimum": lambda a, b: minidl.minimum(a, b),
     "where": lambda a, b: minidl.where(a > b, a, b * 2), "pow": lambda a, b: (a.abs() + 0.5) ** b,
+    "remainder": lambda a, b: a % (b.abs() + 0.5), "floor_divide (no gradient)": lambda a, b: a * (a // (b.abs() + 0.5)),
 }
 
 REDUCTIONS_AND_VIEWS = {
@@ -30,6 +36,14 @@ REDUCTIONS_AND_VIEWS = {
     "integer-array index": lambda x: x.reshape(-1)[minidl.tensor([0, 5, 5, -1], device=x.device)],
     "softmax of rows from mid-buffer": lambda x: x[1:].softmax(-1), "log_softmax of rows from mid-buffer": lambda x: x[1:].log_softmax(-1),
     "logsumexp of rows from mid-buffer": lambda x: x[1:].logsumexp(-1),
+    "cumsum": lambda x: x.cumsum(1), "cumprod": lambda x: x.cumprod(0), "cumprod through a zero": lambda x: (x * (x > 0)).cumprod(1),
+    "sort descending": lambda x: x.sort(1, descending=True).values, "topk": lambda x: x.topk(2, dim=0).values,
+    "median dim": lambda x: x.median(1).values, "amax dims": lambda x: x.amax((0, 2)), "amin": lambda x: x.amin(),
+    "flip": lambda x: x.flip((0, 2)), "roll": lambda x: x.roll((1, -1), (1, 2)), "repeat": lambda x: x.repeat(2, 1, 1, 3),
+    "repeat_interleave": lambda x: x.repeat_interleave(2, dim=1), "tril": lambda x: x.tril(), "triu": lambda x: x.triu(1),
+    "masked_fill": lambda x: x.masked_fill(x > 0.5, 0.25), "narrow": lambda x: x.narrow(1, 1, 2),
+    "index_select": lambda x: x.index_select(1, minidl.tensor([3, 0, 3], device=x.device)),
+    "bmm": lambda x: x.bmm(x.transpose(1, 2)),
 }
 
 CONV = {

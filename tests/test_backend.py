@@ -85,6 +85,8 @@ CALLS = {
     "amin": lambda B, put: B.amin(put(_x()), (0,), True),
     "argmax": lambda B, put: (B.argmax(put(_x()), 1, False), B.argmax(put(_x()), None, False)),
     "argmin": lambda B, put: B.argmin(put(_x()), 0, True),
+    "cumulative": lambda B, put: [B.cumulative(put(_x()), 1, "sum"), B.cumulative(put(_x()), 0, "prod"), B.cumulative(put(_x() > 0), 1, "sum")],
+    "sort": lambda B, put: [list(B.sort(put(_x()), 1, False)), list(B.sort(put(np.array([[2.0, np.nan, 1.0, 2.0]])), 1, True))],
     "matmul": lambda B, put: B.matmul(put(_x(shape=(2, 3, 4))), put(_x(1, (4, 5)))),
     "einsum": lambda B, put: B.einsum(("bij", "jk", "bik"), put(_x(shape=(2, 3, 4))), put(_x(1, (4, 5)))),
     "softmax": lambda B, put: B.softmax(put(_x()), 0),
