@@ -7,11 +7,12 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/99_namespace.ipynb #7af99601
-from .core import (float32, float64, int64, bool_, get_default_dtype, set_default_dtype, manual_seed,
-                         default_generator)
-from .tensor import (Tensor, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
-                           rand, randn, randint, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
-                           randn_like)
+from .core import (float32, float64, int64, int32, int16, int8, uint8, bool_, get_default_dtype, set_default_dtype,
+                         manual_seed, default_generator, Generator)
+from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
+                           rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
+                           randn_like, set_printoptions)
+from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
 from . import autograd, conv, data, layers, nn, optim
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
@@ -24,3 +25,8 @@ from .more_ops import (tan, sinh, cosh, asin, acos, atan, arcsin, arccos, arctan
                              trunc, round, floor_divide, remainder, isnan, isinf, isfinite, nan_to_num, isclose, allclose,
                              all, any, amax, amin, cumsum, cumprod, flip, index_select, sort, argsort, topk, median, narrow,
                              tril, triu, masked_fill, repeat_interleave, roll, t, outer, meshgrid, bmm, baddbmm, addmm)
+
+# %% ../nbs/99_namespace.ipynb #535d53ad
+import numpy as _np
+dtype = _np.dtype
+float, double, long, int, short, bool = float32, float64, int64, int32, int16, bool_

@@ -138,7 +138,7 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
                     if consumers[e] == 0: ready.append(e)
 
 def _deliver(leaf: Tensor, g: Tensor, capture):
-    if g.shape != leaf.shape:
+    if g._shape != leaf._shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {leaf.shape}")
     if g.dtype != leaf.dtype: g = Tensor(g.backend.cast(g._a, leaf.dtype))
     if capture is not None:

@@ -7,19 +7,19 @@ __all__ = ['tan', 'sinh', 'cosh', 'asin', 'acos', 'atan', 'log2', 'log10', 'expm
            'trunc', 'round', 'floor_divide', 'Remainder', 'remainder', 'isnan', 'isinf', 'isfinite', 'nan_to_num',
            'all', 'any', 'isclose', 'allclose', 'AMax', 'amax', 'amin', 'index_select', 'flip', 'CumSum', 'cumsum',
            'CumProd', 'cumprod', 'sort', 'argsort', 'narrow', 'topk', 'median', 'tril', 'triu', 'masked_fill', 'repeat',
-           'repeat_interleave', 'roll', 't', 'outer', 'meshgrid', 'bmm', 'baddbmm', 'addmm']
+           'repeat_interleave', 'roll', 't', 'outer', 'meshgrid', 'bmm', 'baddbmm', 'addmm', 'multinomial', 'bernoulli']
 
-# %% ../nbs/05b_more_ops.ipynb #856aaa1b
+# %% ../nbs/05b_more_ops.ipynb #7401fe7d
 import math
 from collections import namedtuple
 import numpy as np
-from .core import bool_, int64
+from .core import bool_, generator_rng, int64
 from .tensor import Tensor, empty, full, ones, tensor, wrap_dim, zeros, zeros_like
 from .autograd import Function
 from .ops import (broadcast_map, in_place, promote_operands, reduce_axes, unary_function, unbroadcast,
                         cat, clamp, gather, matmul, where)
 
-# %% ../nbs/05b_more_ops.ipynb #0557160d
+# %% ../nbs/05b_more_ops.ipynb #05eb78de
 tan = unary_function("Tan", "tan", lambda x, o: 1 + o * o, True, "Tangent.")
 sinh = unary_function("Sinh", "sinh", lambda x, o: x.cosh(), doc="Hyperbolic sine.")
 cosh = unary_function("Cosh", "cosh", lambda x, o: x.sinh(), doc="Hyperbolic cosine.")
@@ -33,7 +33,7 @@ arcsin, arccos, arctan = asin, acos, atan        # NumPy's names, which PyTorch 
 for _f in (tan, sinh, cosh, asin, acos, atan, log2, log10, expm1): setattr(Tensor, _f.__name__, _f)
 Tensor.arcsin, Tensor.arccos, Tensor.arctan = asin, acos, atan
 
-# %% ../nbs/05b_more_ops.ipynb #dd2749c0
+# %% ../nbs/05b_more_ops.ipynb #7d7b769c
 class _Step(Function):
     "A piecewise-constant elementwise op: its gradient is zero."
     @staticmethod
@@ -54,7 +54,7 @@ trunc = _rounding("trunc", "x rounded toward zero (gradient 0).")
 round = _rounding("round", "x rounded to the nearest whole number, halves to even (gradient 0).")
 Tensor.floor, Tensor.ceil, Tensor.trunc, Tensor.round = floor, ceil, trunc, round
 
-# %% ../nbs/05b_more_ops.ipynb #fd71895e
+# %% ../nbs/05b_more_ops.ipynb #58e976b5
 def _check_int_divisor(a, b, op):
     if a.dtype.kind in "iub" and b.dtype.kind in "iub" and bool((b == 0).sum() > 0):
         raise ZeroDivisionError(f"{op}: integer division by zero")
@@ -84,7 +84,7 @@ def remainder(a, b):
 Tensor.__floordiv__, Tensor.__rfloordiv__ = floor_divide, lambda self, o: floor_divide(o, self)
 Tensor.__mod__, Tensor.__rmod__ = remainder, lambda self, o: remainder(o, self)
 
-# %% ../nbs/05b_more_ops.ipynb #83e4e758
+# %% ../nbs/05b_more_ops.ipynb #321d88c8
 def isnan(x): "Where x is NaN (a bool tensor)."; return Tensor(x.backend.map("isnan", x._a))
 def isinf(x): "Where x is +inf or -inf."; return Tensor(x.backend.map("isinf", x._a))
 def isfinite(x): "Where x is neither NaN nor ±inf."; return Tensor(x.backend.map("isfinite", x._a))
@@ -97,7 +97,7 @@ def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
     x = where(x == math.inf, float(info.max) if posinf is None else posinf, x)
     return where(x == -math.inf, float(info.min) if neginf is None else neginf, x)
 
-# %% ../nbs/05b_more_ops.ipynb #c87678dc
+# %% ../nbs/05b_more_ops.ipynb #320343cc
 # `all`, `any` and `round` (below) are PyTorch's names: inside this module they hide Python's built-ins of the same names
 def _count_nonzero(x, dim, keepdim):
     axes = reduce_axes(dim, x.ndim)
@@ -144,7 +144,7 @@ def amin(x, dim=(), keepdim=False):
     "The smallest value over `dim`; ties share the gradient."
     return -amax(-x, dim, keepdim)
 
-# %% ../nbs/05b_more_ops.ipynb #6557c197
+# %% ../nbs/05b_more_ops.ipynb #09714cab
 def index_select(x, dim, index):
     "The slices of `x` along `dim` at the positions in the 1-d integer tensor `index` (repeats allowed)."
     d = wrap_dim(dim, x.ndim)
@@ -176,7 +176,7 @@ def cumsum(x, dim, dtype=None):
     if x.ndim == 0: return cumsum(x.reshape(1), 0).reshape(())
     return CumSum.apply(x, wrap_dim(dim, x.ndim))
 
-# %% ../nbs/05b_more_ops.ipynb #80277823
+# %% ../nbs/05b_more_ops.ipynb #16f04eea
 def _suffix_sum(t, d): return flip(cumsum(flip(t, d), d), d)
 
 class CumProd(Function):
@@ -203,7 +203,7 @@ def cumprod(x, dim, dtype=None):
 
 Tensor.cumsum, Tensor.cumprod, Tensor.flip, Tensor.index_select = cumsum, cumprod, flip, index_select
 
-# %% ../nbs/05b_more_ops.ipynb #eb376d76
+# %% ../nbs/05b_more_ops.ipynb #be6ab442
 _Sorted = namedtuple("return_types", ["values", "indices"])
 
 def sort(x, dim=-1, descending=False, stable=False):
@@ -253,7 +253,7 @@ def median(x, dim=None, keepdim=False):
 
 Tensor.sort, Tensor.argsort, Tensor.topk, Tensor.median, Tensor.narrow = sort, argsort, topk, median, narrow
 
-# %% ../nbs/05b_more_ops.ipynb #6568409d
+# %% ../nbs/05b_more_ops.ipynb #7a6708ef
 def _triangle(x, diagonal, lower):
     if x.ndim < 2: raise RuntimeError(f"{'tril' if lower else 'triu'}: input tensor must have at least 2 dimensions, got {x.ndim}")
     B, (n, m) = x.backend, x.shape[-2:]
@@ -276,7 +276,7 @@ def masked_fill(x, mask, value):
 Tensor.tril, Tensor.triu, Tensor.masked_fill = tril, triu, masked_fill
 Tensor.masked_fill_ = lambda self, mask, value: in_place(self, masked_fill, mask, value)
 
-# %% ../nbs/05b_more_ops.ipynb #2c448e76
+# %% ../nbs/05b_more_ops.ipynb #15b02372
 def repeat(x, *sizes):
     "x tiled `sizes[i]` times along each dim (extra leading sizes add dims), as PyTorch's `repeat`."
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
@@ -331,7 +331,7 @@ def meshgrid(*tensors, indexing="ij"):
 Tensor.repeat, Tensor.repeat_interleave, Tensor.roll, Tensor.t = repeat, repeat_interleave, roll, t
 Tensor.outer = outer
 
-# %% ../nbs/05b_more_ops.ipynb #d367dda4
+# %% ../nbs/05b_more_ops.ipynb #18ac1566
 def bmm(a, b):
     "Batched matrix product of (B, n, m) and (B, m, p) tensors (no broadcasting)."
     if a.ndim != 3 or b.ndim != 3: raise RuntimeError(f"bmm: batch1 and batch2 must be 3-d tensors, got {a.ndim}-d and {b.ndim}-d")
@@ -352,7 +352,44 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
 
 Tensor.bmm, Tensor.baddbmm, Tensor.addmm = bmm, baddbmm, addmm
 
-# %% ../nbs/05b_more_ops.ipynb #a98ca2ae
+# %% ../nbs/05b_more_ops.ipynb #8547e2c1
+def _uniform_like(x, generator):
+    "Uniform [0, 1) samples of x's shape, float64 for the maths here, on x's device."
+    return tensor(generator_rng(generator).random(tuple(x.shape)), dtype="float64", device=x.device)
+
+def multinomial(input, num_samples, replacement=False, generator=None):
+    "`num_samples` category indices per row of `input` (1-d or 2-d non-negative weights), drawn in proportion to the weights."
+    if input.ndim not in (1, 2) or input.dtype.kind != "f": raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.ndim}-d {input.dtype}")
+    if not bool(all(isfinite(input) & (input >= 0))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+    p = (input if input.ndim == 2 else input.unsqueeze(0)).to("float64")
+    if not bool(all(p.sum(-1) > 0)): raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    n = p.shape[-1]
+    if replacement:
+        cdf = cumsum(p, -1)
+        v = _uniform_like(p.new_empty(p.shape[0], num_samples), generator) * cdf[:, -1:]         # uniform in [0, total)
+        out = (cdf.unsqueeze(1) <= v.unsqueeze(-1)).sum(-1)
+    else:
+        if num_samples > n: raise RuntimeError(f"multinomial: cannot sample n_sample ({num_samples}) > prob_dist.size(-1) ({n}) samples without replacement")
+        if bool(any((p > 0).sum(-1) < num_samples)): raise RuntimeError("multinomial: invalid multinomial distribution (with replacement=False, not enough non-negative category to sample)")
+        arrival = -_uniform_like(p, generator).log() / p          # exponential race: weight 0 never arrives (inf)
+        out = topk(-arrival, num_samples, -1).indices
+    return out if input.ndim == 2 else out.squeeze(0)
+
+def bernoulli(input, generator=None):
+    "0 or 1 per element, 1 with the probability given by `input` (in [0, 1]); the result has input's dtype."
+    return (_uniform_like(input, generator) < input).to(input.dtype)
+
+def _fill(self, values):
+    "Write `values` (a fresh sample of self's shape) into self, in place; like PyTorch, refused on a leaf that requires grad unless under `no_grad`."
+    return in_place(self, lambda x: values.to(x.dtype))
+
+Tensor.multinomial, Tensor.bernoulli = multinomial, bernoulli
+Tensor.uniform_ = lambda self, a=0.0, b=1.0, generator=None: _fill(self, _uniform_like(self, generator) * (b - a) + a)
+Tensor.normal_ = lambda self, mean=0.0, std=1.0, generator=None: _fill(
+    self, tensor(generator_rng(generator).normal(mean, std, tuple(self.shape)), dtype="float64", device=self.device))
+Tensor.bernoulli_ = lambda self, p=0.5, generator=None: _fill(self, _uniform_like(self, generator) < p)
+
+# %% ../nbs/05b_more_ops.ipynb #f7473b16
 def _new(make):
     def method(self, *size, dtype=None, device=None, requires_grad=False, **kw):
         return make(*size, dtype=self.dtype if dtype is None else dtype, device=self.device if device is None else device,

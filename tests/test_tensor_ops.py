@@ -171,7 +171,8 @@ def test_pytorch_forms_and_errors_for_randint_repeated_dims_and_negative_integer
     md.manual_seed(0)
     r = md.randint(3, (500,))
     assert r.shape == (500,) and r.dtype == md.int64 and set(r.tolist()) == {0, 1, 2}
-    assert md.randint(2, 5, (4,)).shape == (4,) and md.randint(4).shape == ()
+    assert md.randint(2, 5, (4,)).shape == (4,) and md.randint(0, 3, size=(2,), generator=md.Generator().manual_seed(1)).shape == (2,)
+    with pytest.raises(TypeError, match="needs a size"): md.randint(4)
     with pytest.raises(RuntimeError, match=r"dim 0 appears multiple times in the list of dims \(0, 0\)"):
         md.ones(2, 3).sum((0, 0))
     with pytest.raises(RuntimeError, match="dim 1 appears multiple times"):
