@@ -13,7 +13,7 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empt
                            rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
-from . import autograd, conv, data, layers, nn, optim
+from . import autograd, conv, data, layers, nn, optim, utils
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,

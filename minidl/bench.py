@@ -237,7 +237,7 @@ def _minidl_epoch(model, X, Y, batch_size: int, device: str):
     "One epoch of SGD on (X, Y) for `model` on `device`, each batch moved there; the last loss read back, so a GPU has finished."
     from minidl import data, optim
     model.to(device); opt = optim.SGD(model.parameters(), lr=0.01)
-    for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), batch_size, shuffle=True, seed=0):
+    for xb, yb in data.DataLoader(data.TensorDataset(minidl.from_numpy(X), minidl.from_numpy(Y)), batch_size, shuffle=True, generator=minidl.Generator().manual_seed(0)):
         loss = minidl.nn.functional.cross_entropy(model(xb.to(device)), yb.to(device)); opt.zero_grad(); loss.backward(); opt.step()
     return loss.item()
 

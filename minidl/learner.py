@@ -18,7 +18,7 @@ from . import optim
 from .autograd import no_grad
 from .data import DataLoader
 from .nn import functional
-from .core import default_generator
+from .core import Generator, default_generator, generator_rng
 from .save import load, save
 from .ops import stack
 from .tensor import Tensor, device
@@ -45,7 +45,8 @@ class DataLoaders:
     def __init__(self, train: DataLoader, valid: DataLoader): self.train, self.valid = train, valid
     @classmethod
     def from_datasets(cls, train_ds, valid_ds, batch_size=64, seed=None):
-        return cls(DataLoader(train_ds, batch_size, shuffle=True, seed=seed), DataLoader(valid_ds, batch_size * 2))
+        generator = None if seed is None else Generator().manual_seed(seed)
+        return cls(DataLoader(train_ds, batch_size, shuffle=True, generator=generator), DataLoader(valid_ds, batch_size * 2))
 
 class Learner:
     "Train `model` on `dls` with `loss_func`, an optimizer from `opt_func`, callbacks `cbs` and `metrics`."
@@ -144,7 +145,7 @@ class Learner:
         loader = self.dls.train.generator
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "schedule": None if sched is None else sched.state_dict(),
                 "epoch": self.epoch, "train_iter": self.train_iter,
-                "random": {"global": default_generator().bit_generator.state, "train_loader": None if loader is None else loader.bit_generator.state}}
+                "random": {"global": default_generator().bit_generator.state, "train_loader": None if loader is None else generator_rng(loader).bit_generator.state}}
 
     def load_checkpoint(self, path) -> dict:
         "Restore a `checkpoint()` saved at `path` (by `SaveModelCallback`); then `fit(n_epoch, start_epoch=epoch + 1)` runs on as if never stopped."
@@ -157,7 +158,7 @@ class Learner:
         default_generator().bit_generator.state = ckpt["random"]["global"]
         if ckpt["random"]["train_loader"] is not None:
             if self.dls.train.generator is None: raise ValueError(f"{path}: the run shuffled with a seeded DataLoader; give this one a seed too")
-            self.dls.train.generator.bit_generator.state = ckpt["random"]["train_loader"]
+            generator_rng(self.dls.train.generator).bit_generator.state = ckpt["random"]["train_loader"]
         self._resumed_schedule = ckpt["schedule"]
         return ckpt
 

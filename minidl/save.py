@@ -30,7 +30,7 @@ def _sha256(size: bytes, head: bytes, body) -> str:
     return h.hexdigest()
 
 def save_file(tensors: dict, path, metadata: dict = None) -> Path:
-    "Write `tensors` (name → Tensor or ndarray) to `path` in the safetensors format, atomically, with a SHA-256 of it all in the metadata."
+    "Write `tensors` (name → Tensor or ndarray) in the safetensors format, with a SHA-256 of it all in the metadata: to `path` atomically, or into a binary file object."
     header, chunks, offset = {}, [], 0
     if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError("safetensors metadata must map strings to strings (encode other values, e.g. with json.dumps)")
@@ -46,6 +46,7 @@ def save_file(tensors: dict, path, metadata: dict = None) -> Path:
     head += b" " * (-len(head) % 8)                       # the official writer pads the header to 8 bytes
     size, body = struct.pack("<Q", len(head)), b"".join(chunks)
     head = head.replace(_digest_entry(_UNSET), _digest_entry(_sha256(size, head, body)), 1)
+    if hasattr(path, "write"): path.write(size + head + body); return None      # a file object: its owner decides how it is kept
     return atomic_write_bytes(path, size + head + body)
 
 def _invalid(path, why): return ValueError(f"{path}: not a valid checkpoint (safetensors) file: {why}")
@@ -74,11 +75,21 @@ def _entry(path, name, e) -> tuple:
         raise _invalid(path, f"{name!r} has bad data_offsets {offsets!r}")
     return np.dtype(_DTYPES[code]), tuple(shape), offsets[0], offsets[1]
 
-def load_file(path) -> tuple:
-    "Read a safetensors file: (dict name → Tensor, metadata dict). Every offset is checked; nothing is executed."
+_PICKLED = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")    # torch.save's zip archive; a bare pickle
+
+def _read(path) -> tuple:
+    "(the name for messages, the bytes) of a path or a binary file object."
+    if hasattr(path, "read"): return getattr(path, "name", "<file object>"), path.read()
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no such checkpoint: {path}")
-    raw = path.read_bytes()
+    return path, path.read_bytes()
+
+def load_file(path) -> tuple:
+    "Read a safetensors file (a path or a binary file object): (dict name → Tensor, metadata dict). Every offset is checked; nothing is executed."
+    path, raw = _read(path)
+    if raw.startswith(_PICKLED):
+        raise ValueError(f"{path}: this is a PyTorch pickle checkpoint (torch.save), and minidl never unpickles (loading one runs code its author chose). "
+                         "Convert it once, in PyTorch: safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
     if len(raw) < 8: raise _invalid(path, f"the file has {len(raw)} bytes, fewer than the 8-byte header size")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > MAX_HEADER or 8 + n > len(raw): raise _invalid(path, f"the header claims {n} bytes but the file has {len(raw) - 8} after the size (truncated?)")
@@ -110,6 +121,7 @@ _STRUCTURE = "minidl.structure"
 
 def _flatten(obj, key, tensors):
     if isinstance(obj, (Tensor, np.ndarray)):
+        key = key or "tensor"                                  # a tensor saved on its own
         if key in tensors: raise ValueError(f"two entries map to the tensor name {key!r}")
         tensors[key] = obj; return {"__tensor__": key}
     if isinstance(obj, dict):
@@ -132,17 +144,30 @@ def _unflatten(node, tensors):
             return tuple(items) if node.get("tuple") else items
     return node
 
-def save(obj: dict, path) -> Path:
-    "Save a dict of tensors (a state_dict, or a checkpoint nesting them with numbers and strings) to `path`, atomically."
-    if not isinstance(obj, dict): raise TypeError(f"minidl.save expects a dict (e.g. a state_dict or a checkpoint dict), got {type(obj).__name__}")
+def save(obj, f) -> Path:
+    "Save a state_dict, a checkpoint dict nesting tensors with numbers and strings, or a tensor: to a path (atomically) or a binary file object."
+    if hasattr(obj, "state_dict") and not isinstance(obj, dict):
+        raise TypeError(f"minidl saves state_dicts, not whole {type(obj).__name__} objects (that needs pickle): "
+                        f"use minidl.save(obj.state_dict(), f), and obj.load_state_dict(minidl.load(f)) to restore it")
     tensors = {}
     structure = _flatten(obj, "", tensors)
-    return save_file(tensors, path, {_STRUCTURE: json.dumps(structure)})
+    return save_file(tensors, f, {_STRUCTURE: json.dumps(structure)})
 
-def load(path) -> dict:
-    "Load what `save` wrote (any plain safetensors file loads as a dict of tensors). Nothing is executed."
-    tensors, meta = load_file(path)
+def _relocate(t: Tensor, map_location) -> Tensor:
+    "Where `load(map_location=...)` puts a tensor: minidl's files hold host memory, so their location is always 'cpu'."
+    if callable(map_location) and not isinstance(map_location, str):
+        moved = map_location(t, "cpu")
+        return t if moved is None else moved
+    if isinstance(map_location, dict): map_location = map_location.get("cpu", "cpu")
+    return t.to(map_location)
+
+def load(f, map_location=None, weights_only=None):
+    """Load what `save` wrote (any plain safetensors file loads as a dict of tensors) from a path or a binary file object.
+    `map_location` moves the tensors ('cpu', 'cuda', a device, {'cpu': 'cuda'}, or a function of (tensor, 'cpu')); `weights_only`
+    is accepted and changes nothing: nothing is ever unpickled or executed, whatever it says."""
+    tensors, meta = load_file(f)
+    if map_location is not None: tensors = {k: _relocate(t, map_location) for k, t in tensors.items()}
     if _STRUCTURE not in meta: return tensors
     try: return _unflatten(json.loads(meta[_STRUCTURE]), tensors)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
-        raise _invalid(path, f"damaged minidl structure metadata ({type(e).__name__})") from None
+        raise _invalid(getattr(f, "name", f), f"damaged minidl structure metadata ({type(e).__name__})") from None

@@ -4,6 +4,9 @@ import re
 import numpy as np
 import pytest
 from safetensors.numpy import load_file as st_load, save_file as st_save
+try: import torch
+except ImportError: torch = None
+import minidl
 import minidl as md
 from minidl.save import load, load_file, save, save_file
 
@@ -111,3 +114,24 @@ def test_an_unsupported_dtype_is_named(tmp_path):
     _rewrite(p, {"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, bytes(4))
     with pytest.warns(UserWarning, match="no minidl.sha256 digest"), pytest.raises(ValueError, match="tensor 'x' has dtype 'BF16', which minidl cannot load"):
         load(p)
+
+
+def test_pytorch_calling_conventions(tmp_path):
+    "File objects both ways, map_location to the GPU (the simulator without one), weights_only accepted, a bare tensor."
+    import io
+    w = minidl.randn(3, 2)
+    with open(tmp_path / "w.safetensors", "wb") as f: minidl.save({"w": w, "n": 4}, f)
+    with open(tmp_path / "w.safetensors", "rb") as f: back = minidl.load(f, map_location="cuda", weights_only=True)
+    assert str(back["w"].device) == "cuda:0" and back["w"].cpu().tolist() == w.tolist() and back["n"] == 4
+    assert str(minidl.load(tmp_path / "w.safetensors", map_location={"cpu": "cuda:0"})["w"].device) == "cuda:0"
+    buf = io.BytesIO(); minidl.save([w, w * 2], buf)
+    assert [t.tolist() for t in minidl.load(io.BytesIO(buf.getvalue()))] == [w.tolist(), (w * 2).tolist()]
+    with pytest.raises(TypeError, match=r"use minidl.save\(obj.state_dict\(\), f\)"): minidl.save(minidl.optim.SGD([minidl.zeros(1, requires_grad=True)], lr=0.1), buf)
+
+
+@pytest.mark.skipif(torch is None, reason="needs PyTorch to write a torch.save file")
+def test_a_torch_save_file_is_refused_with_the_way_out(tmp_path):
+    for legacy in (False, True):
+        p = tmp_path / f"model{legacy}.pt"
+        torch.save({"w": torch.zeros(2)}, p, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(ValueError, match="minidl never unpickles.*safetensors.torch.save_file"): minidl.load(p)
