@@ -13,7 +13,7 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empt
                            rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
-from . import autograd, conv, data, layers, nn, optim, utils
+from . import accelerator, autograd, backends, conv, data, layers, nn, optim, utils
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,
@@ -24,9 +24,17 @@ from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqr
 from .more_ops import (tan, sinh, cosh, asin, acos, atan, arcsin, arccos, arctan, log2, log10, expm1, floor, ceil,
                              trunc, round, floor_divide, remainder, isnan, isinf, isfinite, nan_to_num, isclose, allclose,
                              all, any, amax, amin, cumsum, cumprod, flip, index_select, sort, argsort, topk, median, narrow,
-                             tril, triu, masked_fill, repeat_interleave, roll, t, outer, meshgrid, bmm, baddbmm, addmm)
+                             tril, triu, masked_fill, repeat_interleave, roll, t, outer, meshgrid, bmm, baddbmm, addmm,
+                             multinomial, bernoulli)
 
 # %% ../nbs/99_namespace.ipynb #535d53ad
 import numpy as _np
 dtype = _np.dtype
 float, double, long, int, short, bool = float32, float64, int64, int32, int16, bool_
+
+# %% ../nbs/99_namespace.ipynb #16945cc2
+def __getattr__(name):
+    if name == "cuda":
+        import importlib
+        return importlib.import_module("minidl.cuda")
+    raise AttributeError(f"module 'minidl' has no attribute {name!r}")

@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
            'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid',
-           'erf', 'gelu', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone',
-           'ToDevice', 'to', 'contiguous', 'type_', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute',
-           'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum',
-           'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where',
-           'clamp', 'unary_function', 'Relu', 'relu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward',
-           'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax',
-           'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot',
-           'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax',
-           'logsumexp', 'in_place', 'IndexPut']
+           'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to',
+           'contiguous', 'type_', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand',
+           'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul',
+           'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu',
+           'relu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather',
+           'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
+           'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
+           'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
+           'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -491,8 +491,13 @@ class Relu(Function):
 def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; return Relu.apply(_float(x))
 
 erf = unary_function("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
-gelu = unary_function("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)),
-              doc="Gaussian error linear unit, x Φ(x) (exact form, PyTorch's default).")
+_gelu_exact = unary_function("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)))
+def gelu(x, approximate: str = "none"):
+    "Gaussian error linear unit, x Φ(x): exact (PyTorch's default), or `approximate='tanh'`, the form GPT-2 was trained with."
+    if approximate == "none": return _gelu_exact(x)
+    if approximate != "tanh": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    x = _float(x)
+    return 0.5 * x * (1 + (_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
 silu = unary_function("Silu", "silu", lambda x, o: x.sigmoid() * (1 + x * (1 - x.sigmoid())), doc="x * sigmoid(x) (a.k.a. swish).")
 abs = unary_function("Abs", "abs", lambda x, o: _const(where(x != x, 0.0, x.sign())), doc="Absolute value (gradient 0 at NaN, as in PyTorch).")
 def sign(x): "-1, 0 or 1 (no gradient)."; return Tensor(x.backend.map("sign", x._a))

@@ -2,6 +2,7 @@
 import math
 import numpy as np
 import pytest
+import minidl
 import minidl as md
 import minidl.nn as nn
 from minidl import optim
@@ -115,3 +116,49 @@ def test_resume_from_state_dict_continues_identically():
     for _ in range(10):
         q.grad = md.tensor(quadratic_grads(q.detach().numpy())); opt2.step()
     np.testing.assert_array_equal(q.detach().numpy(), full[-1])
+
+
+try: import torch
+except ImportError: torch = None
+
+NEW = [("Adadelta", dict(lr=0.5)), ("Adadelta", dict(rho=0.8, weight_decay=0.1, maximize=True)), ("Adamax", dict(lr=0.01)),
+       ("Adamax", dict(betas=(0.8, 0.9), weight_decay=0.05)), ("NAdam", dict(lr=0.01)), ("NAdam", dict(weight_decay=0.1, momentum_decay=0.01)),
+       ("NAdam", dict(weight_decay=0.1, decoupled_weight_decay=True))]
+
+
+@pytest.mark.skipif(torch is None, reason="compares with PyTorch's optimizers; lesson 07 checks them against NumPy transcriptions")
+@pytest.mark.parametrize("name,kw", NEW, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEW)])
+def test_new_optimizers_follow_pytorch_for_20_steps(name, kw):
+    p0 = np.random.default_rng(0).standard_normal(7)
+    p, tp = minidl.tensor(p0, requires_grad=True), torch.tensor(p0, requires_grad=True)
+    opt, topt = getattr(minidl.optim, name)([p], **kw), getattr(torch.optim, name)([tp], **kw)
+    for step in range(20):
+        g = np.sin(p0 * (step + 1))
+        p.grad, tp.grad = minidl.tensor(g), torch.tensor(g)
+        opt.step(); topt.step()
+    np.testing.assert_allclose(p.detach().numpy(), tp.detach().numpy(), rtol=1e-8, atol=1e-12)   # PyTorch averages with lerp: rounding differs
+
+
+SCHEDULES = [("ConstantLR", dict(factor=0.25, total_iters=3)), ("PolynomialLR", dict(total_iters=6, power=0.5)),
+             ("CosineAnnealingWarmRestarts", dict(T_0=3, T_mult=2, eta_min=0.01)), ("CosineAnnealingWarmRestarts", dict(T_0=4))]
+
+
+@pytest.mark.skipif(torch is None, reason="compares with PyTorch's schedulers; lesson 07 checks them against known values")
+@pytest.mark.parametrize("name,kw", SCHEDULES, ids=[n for n, _ in SCHEDULES])
+def test_new_schedules_follow_pytorch(name, kw):
+    opt, topt = minidl.optim.SGD([minidl.zeros(1, requires_grad=True)], lr=0.5), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+    s, ts = getattr(minidl.optim, name)(opt, **kw), getattr(torch.optim.lr_scheduler, name)(topt, **kw)
+    for _ in range(15):
+        assert abs(opt.param_groups[0]["lr"] - topt.param_groups[0]["lr"]) < 1e-12
+        opt.step(); topt.step(); s.step(); ts.step()
+
+
+@pytest.mark.skipif(torch is None, reason="compares with PyTorch's ReduceLROnPlateau")
+@pytest.mark.parametrize("kw", [dict(), dict(mode="max", factor=0.5, patience=2, threshold=0.1, threshold_mode="abs", cooldown=1, min_lr=0.05)], ids=["min", "max"])
+def test_reduce_on_plateau_follows_pytorch(kw):
+    metrics = [1.0, 0.9, 0.95, 0.9, 0.91, 0.9, 0.89, float("nan"), 0.9, 0.9, 0.9, 0.9, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9] * 2
+    opt, topt = minidl.optim.SGD([minidl.zeros(1, requires_grad=True)], lr=1.0), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    s, ts = minidl.optim.ReduceLROnPlateau(opt, **kw), torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    for m in metrics:
+        s.step(m); ts.step(m)
+        assert abs(opt.param_groups[0]["lr"] - topt.param_groups[0]["lr"]) < 1e-12

@@ -6,9 +6,11 @@
 __all__ = []
 
 # %% ../../nbs/99a_nn_namespace.ipynb #6128f441
-from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU,
-                           Identity, L1Loss, LayerNorm, LeakyReLU, Linear, LogSoftmax, MSELoss, Module, ModuleDict,
-                           ModuleList, NLLLoss, Parameter, ReLU, Sequential, SiLU, Sigmoid, SmoothL1Loss, Softmax, Tanh)
+from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CosineSimilarity, CrossEntropyLoss, Dropout, ELU, Embedding,
+                           Flatten, GELU, GLU, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm,
+                           LeakyReLU, Linear, LogSigmoid, LogSoftmax, MSELoss, Mish, Module, ModuleDict, ModuleList, NLLLoss,
+                           PairwiseDistance, Parameter, ReLU, ReLU6, Sequential, SiLU, Sigmoid, SmoothL1Loss, Softmax, Softmin,
+                           Softplus, Softsign, Tanh)
 from ..conv import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d,
                          ConvTranspose2d, GroupNorm, MaxPool1d, MaxPool2d)
-from . import functional, init
+from . import functional, init, utils

@@ -7,7 +7,9 @@ __all__ = []
 
 # %% ../../nbs/99b_nn_functional.ipynb #9c7d8ee9
 from ..ops import elu, gelu, leaky_relu, log_softmax, one_hot, relu, sigmoid, silu, softmax, softplus, tanh
-from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, dropout, l1_loss,
-                           linear, mse_loss, nll_loss, smooth_l1_loss)
+from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, cosine_similarity, cross_entropy, dropout,
+                           embedding, glu, hardsigmoid, hardswish, hardtanh, huber_loss, kl_div, l1_loss, layer_norm, linear,
+                           logsigmoid, mish, mse_loss, nll_loss, normalize, pairwise_distance, relu6, smooth_l1_loss, softmin,
+                           softsign)
 from ..conv import (adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose2d,
                          fold, group_norm, max_pool1d, max_pool2d, pad, unfold)
