@@ -26,7 +26,7 @@ test: install
 	ls nbs/*.ipynb | xargs -P 2 -I{} $(BIN)/nbdev_test --path {}
 	$(BIN)/python -m pytest tests
 
-# Benchmarks against NumPy and, when installed, PyTorch (pip install torch==2.13.0): tables on stdout,
+# Benchmarks against NumPy and PyTorch (the dev extra installs torch==2.13.0, the CPU build): tables on stdout,
 # saved to nbs/bench_results.json, and the results page (nbs/96_bench_results.ipynb) re-executed from them.
 bench: install
 	$(BIN)/minidl bench --json nbs/bench_results.json

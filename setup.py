@@ -37,7 +37,7 @@ setuptools.setup(
     + ["Programming Language :: Python :: " + v for v in py_versions[py_versions.index(min_python):]],
     packages=setuptools.find_packages(include=["minidl", "minidl.*"]),
     include_package_data=True,
-    package_data={"minidl": ["*.npz"]},  # the shipped digits dataset
+    package_data={"minidl": ["*.npz", "*.gz"]},  # the shipped digits dataset and text corpora
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),
     extras_require={"dev": reqs("dev_requirements"), "cuda": reqs("cuda_requirements"), "data": reqs("data_requirements")},

@@ -14,6 +14,7 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empt
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
 from . import accelerator, autograd, backends, conv, data, layers, nn, optim, utils
+from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,

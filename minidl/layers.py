@@ -12,8 +12,8 @@ __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MS
            'LayerNorm', 'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss',
            'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
            'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
-           'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'GLU',
-           'Softmin', 'CosineSimilarity', 'PairwiseDistance']
+           'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d',
+           'dropout2d', 'Dropout1d', 'Dropout2d', 'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
@@ -708,6 +708,28 @@ class Softplus(Module):
     def __init__(self, beta: float = 1.0, threshold: float = 20.0): super().__init__(); self.beta, self.threshold = beta, threshold
     def forward(self, x): return ops.softplus(x, self.beta, self.threshold)
     def extra_repr(self): return f"beta={self.beta}, threshold={self.threshold}"
+
+def dropout1d(x, p: float = 0.5, training: bool = True):
+    "Zero whole channels — a (N, C, L) input's rows of length L — with probability p; scale the rest by 1/(1-p)."
+    return _channel_dropout(x, p, training, 3, "dropout1d")
+
+def dropout2d(x, p: float = 0.5, training: bool = True):
+    "Zero whole feature maps of a (N, C, H, W) input with probability p (neighbouring pixels are not independent); scale the rest by 1/(1-p)."
+    return _channel_dropout(x, p, training, 4, "dropout2d")
+
+def _channel_dropout(x, p, training, ndim, name):
+    if x.ndim not in (ndim - 1, ndim): raise ValueError(f"{name}: expected a {ndim - 1}-d or {ndim}-d input, got {x.ndim}-d")
+    if not 0 <= p <= 1: raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0: return x
+    lead = x.shape[:x.ndim - ndim + 2]                       # (N, C), or (C,) without a batch
+    keep = Tensor(x.backend.uniform(lead, np.dtype(np.float64))) >= p
+    return x * (keep.to(x.dtype) * (1 / (1 - p))).reshape(*lead, *(1,) * (ndim - 2))
+
+class Dropout1d(Dropout):
+    def forward(self, x): return dropout1d(x, self.p, self.training)
+
+class Dropout2d(Dropout):
+    def forward(self, x): return dropout2d(x, self.p, self.training)
 
 class GLU(Module):
     def __init__(self, dim: int = -1): super().__init__(); self.dim = dim

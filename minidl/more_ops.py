@@ -16,7 +16,7 @@ import numpy as np
 from .core import bool_, generator_rng, int64
 from .tensor import Tensor, empty, full, ones, tensor, wrap_dim, zeros, zeros_like
 from .autograd import Function
-from .ops import (broadcast_map, in_place, promote_operands, reduce_axes, unary_function, unbroadcast,
+from .ops import (broadcast_map, in_place, numpy_aliases, promote_operands, reduce_axes, unary_function, unbroadcast,
                         cat, clamp, gather, matmul, where)
 
 # %% ../nbs/05b_more_ops.ipynb #05eb78de
@@ -103,11 +103,13 @@ def _count_nonzero(x, dim, keepdim):
     axes = reduce_axes(dim, x.ndim)
     return Tensor(x.backend.sum((x != 0)._a, axes, keepdim)), math.prod(x.shape[a] for a in axes)
 
+@numpy_aliases
 def all(x, dim=None, keepdim=False):
     "Whether every element (along `dim`) is non-zero."
     count, n = _count_nonzero(x, dim, keepdim)
     return count == n
 
+@numpy_aliases
 def any(x, dim=None, keepdim=False):
     "Whether some element (along `dim`) is non-zero."
     return _count_nonzero(x, dim, keepdim)[0] > 0
@@ -135,16 +137,19 @@ class AMax(Function):
         kept = out.shape
         return g.reshape(kept) * winners / winners.sum(ctx.axes, keepdim=True)
 
+@numpy_aliases
 def amax(x, dim=(), keepdim=False):
     "The largest value over `dim` (an int or a tuple; `()` for all dims); ties share the gradient."
     if x.numel() == 0: raise RuntimeError(f"amax(): cannot reduce an empty tensor of shape {tuple(x.shape)}")
     return AMax.apply(x, reduce_axes(None if dim == () else dim, x.ndim), keepdim)
 
+@numpy_aliases
 def amin(x, dim=(), keepdim=False):
     "The smallest value over `dim`; ties share the gradient."
     return -amax(-x, dim, keepdim)
 
 # %% ../nbs/05b_more_ops.ipynb #09714cab
+@numpy_aliases
 def index_select(x, dim, index):
     "The slices of `x` along `dim` at the positions in the 1-d integer tensor `index` (repeats allowed)."
     d = wrap_dim(dim, x.ndim)
@@ -170,6 +175,7 @@ class CumSum(Function):
     @staticmethod
     def backward(ctx, g): return flip(cumsum(flip(g, ctx.d), ctx.d), ctx.d)
 
+@numpy_aliases
 def cumsum(x, dim, dtype=None):
     "Running sums along `dim` (ints and bools give int64)."
     if dtype is not None: x = x.to(dtype)
@@ -195,6 +201,7 @@ class CumProd(Function):
         g_first = _suffix_sum(g * cumprod(where(first, 1.0, x), d), d)
         return where(before, g_before, where(first, g_first, 0.0))
 
+@numpy_aliases
 def cumprod(x, dim, dtype=None):
     "Running products along `dim` (ints and bools give int64); the gradient is exact with zeros."
     if dtype is not None: x = x.to(dtype)
@@ -206,6 +213,7 @@ Tensor.cumsum, Tensor.cumprod, Tensor.flip, Tensor.index_select = cumsum, cumpro
 # %% ../nbs/05b_more_ops.ipynb #be6ab442
 _Sorted = namedtuple("return_types", ["values", "indices"])
 
+@numpy_aliases
 def sort(x, dim=-1, descending=False, stable=False):
     "`(values, indices)` of x sorted along `dim`: stable (whatever `stable` says), NaN as the largest value."
     if x.ndim == 0: return _Sorted(x.clone(), Tensor(x.backend.full((), 0, int64)))
@@ -213,10 +221,12 @@ def sort(x, dim=-1, descending=False, stable=False):
     indices = Tensor(x.backend.sort(x._a, d, descending)[1])
     return _Sorted(gather(x, d, indices), indices)
 
+@numpy_aliases
 def argsort(x, dim=-1, descending=False, stable=False):
     "The indices that sort x along `dim`."
     return sort(x, dim, descending).indices
 
+@numpy_aliases
 def narrow(x, dim, start, length):
     "The `length` elements of x from `start` along `dim` (a view)."
     d = wrap_dim(dim, x.ndim)
@@ -227,6 +237,7 @@ def narrow(x, dim, start, length):
         raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({n}) of dim {d}")
     return x[(slice(None),) * d + (slice(start, start + length),)]
 
+@numpy_aliases
 def topk(x, k, dim=-1, largest=True, sorted=True):
     "`(values, indices)` of the k largest (or smallest) elements along `dim`, in order."
     d = wrap_dim(dim, x.ndim) if x.ndim else 0
@@ -235,6 +246,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     indices = narrow(argsort(x, d, descending=largest), d, 0, k) if x.ndim else argsort(x)
     return _Sorted(gather(x, d, indices) if x.ndim else x.clone(), indices)
 
+@numpy_aliases
 def median(x, dim=None, keepdim=False):
     "The lower median (the ⌊(n-1)/2⌋-th smallest), or `(values, indices)` along `dim`; NaN if the line holds one."
     if x.numel() == 0: raise RuntimeError(f"median(): cannot reduce an empty tensor of shape {tuple(x.shape)}")
@@ -287,6 +299,7 @@ def repeat(x, *sizes):
     tiled = [v for r, s in zip(sizes, shape) for v in (r, s)]       # (r0, s0, r1, s1, ...)
     return x.reshape(pairs).expand(tiled).reshape([r * s for r, s in zip(sizes, shape)])
 
+@numpy_aliases
 def repeat_interleave(x, repeats, dim=None):
     "Each element (each slice along `dim`; of the flattened x when None) repeated `repeats` times (an int, or one count per slice)."
     if dim is None: x, dim = x.reshape(-1), 0

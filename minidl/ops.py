@@ -6,18 +6,19 @@
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
            'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid',
            'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to',
-           'contiguous', 'type_', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand',
-           'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul',
-           'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu',
-           'relu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather',
-           'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
-           'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
-           'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
-           'IndexPut']
+           'contiguous', 'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute',
+           'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum',
+           'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where',
+           'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice',
+           'SliceBackward', 'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min',
+           'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk',
+           'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax',
+           'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
 import contextlib
+import functools
 import math
 from collections import namedtuple
 import numpy as np
@@ -166,6 +167,16 @@ def type_(self, dtype=None):
     return self.to(dtype)
 Tensor.type = type_
 
+# %% ../nbs/04_ops.ipynb #832203df
+def numpy_aliases(fn):
+    "Let `fn` take NumPy's `axis` and `keepdims` for its `dim` and `keepdim`, as PyTorch does."
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "axis" in kwargs: kwargs["dim"] = kwargs.pop("axis")
+        if "keepdims" in kwargs: kwargs["keepdim"] = kwargs.pop("keepdims")
+        return fn(*args, **kwargs)
+    return wrapper
+
 # %% ../nbs/04_ops.ipynb #791ad767
 def _view_of(x: Tensor, a) -> Tensor:
     "A tensor for array `a`; if `a` shares `x`'s memory it is a view, with `x`'s base and version counter."
@@ -242,6 +253,7 @@ def expand(x, *shape):
         raise ValueError(f"expand: can't expand shape {tuple(x.shape)} to {shape} (only size-1 dimensions can grow)")
     return x if shape == x.shape else Expand.apply(x, shape)
 
+@numpy_aliases
 def squeeze(x, dim=None):
     "Remove size-1 dimensions (all, or only `dim`)."
     if dim is None: shape = tuple(n for n in x.shape if n != 1)
@@ -250,6 +262,7 @@ def squeeze(x, dim=None):
         shape = x.shape[:d] + x.shape[d + 1:] if x.ndim and x.shape[d] == 1 else x.shape
     return reshape(x, shape)
 
+@numpy_aliases
 def unsqueeze(x, dim):
     "Insert a size-1 dimension at `dim`."
     d = wrap_dim(dim, x.ndim + 1)
@@ -289,6 +302,7 @@ class Sum(Function):
         kept = tuple(1 if d in ctx.axes else n for d, n in enumerate(ctx.shape))
         return g.reshape(kept).expand(ctx.shape)
 
+@numpy_aliases
 def sum(x, dim=None, keepdim=False, dtype=None):
     "Sum over `dim` (an int, a tuple, or None for all); bools and ints sum to int64."
     if dtype is not None: x = x.to(dtype)
@@ -598,6 +612,7 @@ Tensor.gather = gather
 Tensor.__iter__ = lambda self: (self[i] for i in range(len(self)))
 
 # %% ../nbs/04_ops.ipynb #14f40463
+@numpy_aliases
 def mean(x, dim=None, keepdim=False):
     "Mean over `dim` (all when None); nan for an empty reduction, like PyTorch."
     if x.dtype.kind != "f": raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
@@ -605,6 +620,7 @@ def mean(x, dim=None, keepdim=False):
     n = math.prod(x.shape[a] for a in axes)
     return sum(x, axes, keepdim) / n if n else sum(x, axes, keepdim) * math.nan
 
+@numpy_aliases
 def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "Variance over `dim`; divides by N - correction (correction = 1 if unbiased else 0)."
     corr = (1 if unbiased else 0) if correction is None else correction
@@ -626,10 +642,12 @@ class StdFromVar(Function):
         spread = out > 0
         return where(spread, g * 0.5 / where(spread, out, 1.0), 0.0)      # no division by zero, even in the branch not taken
 
+@numpy_aliases
 def std(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "Standard deviation: the square root of `var`; a constant slice gets gradient 0, as in PyTorch."
     return StdFromVar.apply(var(x, dim, unbiased, keepdim, correction))
 
+@numpy_aliases
 def prod(x, dim=None, keepdim=False):
     "Product over `dim` (one dimension, or all when None); the gradient is right even with zeros."
     if dim is None: return prod(x.reshape(-1), 0, keepdim=False).reshape(() if not keepdim else (1,) * x.ndim)
@@ -668,20 +686,24 @@ def _extreme(x, dim, keepdim, arg, name):
     values = gather(x, d, idx)
     return _MaxMin(values if keepdim else values.squeeze(d), idx if keepdim else idx.squeeze(d))
 
+@numpy_aliases
 def max(x, dim=None, keepdim=False):
     "The largest element, or `(values, indices)` along `dim`."
     if isinstance(dim, Tensor): return maximum(x, dim)
     return _extreme(x, dim, keepdim, x.backend.argmax, "max")
 
+@numpy_aliases
 def min(x, dim=None, keepdim=False):
     "The smallest element, or `(values, indices)` along `dim`."
     if isinstance(dim, Tensor): return minimum(x, dim)
     return _extreme(x, dim, keepdim, x.backend.argmin, "min")
 
+@numpy_aliases
 def argmax(x, dim=None, keepdim=False):
     "Index of the largest element (of the flattened tensor when `dim` is None)."
     return Tensor(x.backend.argmax(x._a, None if dim is None else wrap_dim(dim, x.ndim), keepdim and dim is not None))
 
+@numpy_aliases
 def argmin(x, dim=None, keepdim=False):
     "Index of the smallest element (of the flattened tensor when `dim` is None)."
     return Tensor(x.backend.argmin(x._a, None if dim is None else wrap_dim(dim, x.ndim), keepdim and dim is not None))
@@ -724,6 +746,7 @@ class Cat(Function):
         return (None,) + tuple(g[sl(lo, hi)] if need else None
                                for lo, hi, need in zip(bounds[:-1], bounds[1:], ctx.needs_input_grad[1:]))
 
+@numpy_aliases
 def cat(tensors, dim=0):
     "Join tensors along an existing dimension (shapes must match elsewhere)."
     tensors = list(tensors)
@@ -736,6 +759,7 @@ def cat(tensors, dim=0):
     for t in tensors[1:]: dt = _result_dtype(dt, t.dtype)
     return Cat.apply(d, *[t.to(dt) for t in tensors])
 
+@numpy_aliases
 def stack(tensors, dim=0):
     "Join same-shaped tensors along a new dimension."
     tensors = list(tensors)
@@ -878,8 +902,11 @@ class LogSumExp(Function):
         if not ctx.keepdim: g, out = g.unsqueeze(ctx.dim), out.unsqueeze(ctx.dim)
         return g * (x - out).exp()
 
+@numpy_aliases
 def softmax(x, dim=-1): "exp(x) / sum(exp(x)) along `dim`, computed stably."; x = _float(x); return Softmax.apply(x, wrap_dim(dim, x.ndim))
+@numpy_aliases
 def log_softmax(x, dim=-1): "x - logsumexp(x) along `dim`, computed stably."; x = _float(x); return LogSoftmax.apply(x, wrap_dim(dim, x.ndim))
+@numpy_aliases
 def logsumexp(x, dim=-1, keepdim=False):
     "log(sum(exp(x))) along `dim`, computed stably."
     x = _float(x); return LogSumExp.apply(x, wrap_dim(dim, x.ndim), keepdim)

@@ -10,7 +10,7 @@ import minidl.nn as nn
 import minidl.nn.functional as F
 
 try: import torch, torch.nn.functional as TF
-except ImportError: torch = None
+except ImportError: torch = TF = None
 
 RNG = np.random.default_rng(0)
 A, B = RNG.standard_normal((4, 6)), RNG.standard_normal((4, 6))

@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../../nbs/99a_nn_namespace.ipynb #6128f441
-from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CosineSimilarity, CrossEntropyLoss, Dropout, ELU, Embedding,
+from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CosineSimilarity, CrossEntropyLoss, Dropout, Dropout1d, Dropout2d, ELU, Embedding,
                            Flatten, GELU, GLU, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm,
                            LeakyReLU, Linear, LogSigmoid, LogSoftmax, MSELoss, Mish, Module, ModuleDict, ModuleList, NLLLoss,
                            PairwiseDistance, Parameter, ReLU, ReLU6, Sequential, SiLU, Sigmoid, SmoothL1Loss, Softmax, Softmin,

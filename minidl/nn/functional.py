@@ -7,7 +7,7 @@ __all__ = []
 
 # %% ../../nbs/99b_nn_functional.ipynb #9c7d8ee9
 from ..ops import elu, gelu, leaky_relu, log_softmax, one_hot, relu, sigmoid, silu, softmax, softplus, tanh
-from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, cosine_similarity, cross_entropy, dropout,
+from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, cosine_similarity, cross_entropy, dropout, dropout1d, dropout2d,
                            embedding, glu, hardsigmoid, hardswish, hardtanh, huber_loss, kl_div, l1_loss, layer_norm, linear,
                            logsigmoid, mish, mse_loss, nll_loss, normalize, pairwise_distance, relu6, smooth_l1_loss, softmin,
                            softsign)
