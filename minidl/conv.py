@@ -7,8 +7,8 @@ __all__ = ['DIRECT_MAX_TAPS', 'MaxPool1d', 'MaxPool2d', 'AvgPool1d', 'AvgPool2d'
            'Geometry', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad', 'direct_weight_grad', 'Conv2dFn',
            'ConvTranspose2dFn', 'conv2d', 'conv1d', 'conv_transpose2d', 'unfold', 'fold', 'pad', 'max_pool_arrays',
            'max_pool_grad', 'window_mean', 'window_mean_grad', 'max_pool2d', 'max_pool1d', 'avg_pool2d', 'avg_pool1d',
-           'adaptive_avg_pool2d', 'adaptive_avg_pool1d', 'BatchNorm2d', 'group_norm', 'GroupNorm', 'Conv1d', 'Conv2d',
-           'ConvTranspose2d']
+           'adaptive_avg_pool2d', 'adaptive_avg_pool1d', 'interpolate', 'Upsample', 'BatchNorm2d', 'group_norm',
+           'GroupNorm', 'Conv1d', 'Conv2d', 'ConvTranspose2d']
 
 # %% ../nbs/12_conv.ipynb #c737b7f2
 import math
@@ -19,6 +19,7 @@ from .autograd import Function
 from .backend import cpu_backend, implement
 from .kernels import serial_and_parallel
 from .layers import BatchNormBase, Module, Parameter, kaiming_uniform_, uniform_
+from .more_ops import index_select
 from .ops import gather
 from .tensor import Tensor, ones, zeros
 
@@ -703,6 +704,56 @@ def adaptive_avg_pool2d(input, output_size):
 def adaptive_avg_pool1d(input, output_size):
     "Average a (N, C, L) sequence into `output_size` windows."
     return _adaptive("adaptive_avg_pool1d", 1, input, output_size)
+
+# %% ../nbs/12_conv.ipynb #d1c95af6
+def _source_positions(n_in: int, n_out: int, scale, mode: str, align_corners: bool):
+    "Where each output position reads along one dimension: (lower index, upper index, weight of the upper), host arrays."
+    i = np.arange(n_out, dtype=np.float64)
+    s = n_in / n_out if scale is None else 1 / scale
+    if mode in ("nearest", "nearest-exact"):
+        lo = np.minimum(np.floor((i + 0.5) * s if mode == "nearest-exact" else i * s).astype(np.int64), n_in - 1)
+        return lo, lo, np.zeros(n_out)
+    if align_corners: x = i * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else: x = np.maximum((i + 0.5) * s - 0.5, 0.0)
+    lo = np.minimum(np.floor(x).astype(np.int64), n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), x - lo
+
+_MODES = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,), "area": (1, 2)}
+
+def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool = None, recompute_scale_factor=None, antialias=False):
+    "Resize the last 1 (an (N, C, L) input) or 2 ((N, C, H, W)) dimensions to `size`, or by `scale_factor`, as PyTorch does."
+    if mode not in _MODES: raise ValueError(f"interpolate: mode must be one of {list(_MODES)}, got {mode!r}")
+    k = input.ndim - 2
+    if k not in _MODES[mode]: raise ValueError(f"interpolate: mode {mode!r} expects a {' or '.join(f'{d + 2}-d' for d in _MODES[mode])} input, got {input.ndim}-d")
+    if align_corners is not None and mode not in ("linear", "bilinear"):
+        raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear")
+    if antialias: raise ValueError("interpolate: antialias=True is not supported")
+    if (size is None) == (scale_factor is None): raise ValueError("interpolate: either size or scale_factor should be defined, not both")
+    sizes = ([size] * k if isinstance(size, int) else list(size)) if size is not None else None
+    scales = ([scale_factor] * k if isinstance(scale_factor, (int, float)) else list(scale_factor)) if scale_factor is not None else None
+    if len(sizes or scales) != k: raise ValueError(f"interpolate: expected {k} sizes or scale factors for a {input.ndim}-d input, got {sizes or scales}")
+    n_in = input.shape[2:]
+    n_out = sizes or [int(math.floor(n * f)) for n, f in zip(n_in, scales)]
+    if mode == "area": return (adaptive_avg_pool1d if k == 1 else adaptive_avg_pool2d)(input, tuple(n_out))
+    use_scale = scales is not None and not recompute_scale_factor
+    out = input
+    for d in range(k):                                         # separable: one dimension at a time
+        dim = 2 + d
+        lo, hi, w = _source_positions(n_in[d], n_out[d], scales[d] if use_scale else None, mode, bool(align_corners))
+        on = lambda a, dt: Tensor(out.backend.from_host(a.astype(dt)))
+        low = index_select(out, dim, on(lo, np.int64))
+        if mode.startswith("nearest"): out = low; continue
+        weight = on(w.reshape((-1,) + (1,) * (k - 1 - d)), out.dtype)
+        out = low * (1 - weight) + index_select(out, dim, on(hi, np.int64)) * weight
+    return out
+
+class Upsample(Module):
+    "Resize inputs with `interpolate` (PyTorch's `nn.Upsample`)."
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool = None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
+    def forward(self, x): return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+    def extra_repr(self): return f"size={self.size}, scale_factor={self.scale_factor}, mode={self.mode!r}"
 
 # %% ../nbs/12_conv.ipynb #04c7d559
 class BatchNorm2d(BatchNormBase):

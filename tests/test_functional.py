@@ -38,6 +38,14 @@ CASES = {
     "kl_div log_target": (lambda F, a, b: F.kl_div(F.log_softmax(a, dim=1), F.log_softmax(b, dim=1), reduction="sum", log_target=True), None),
     "layer_norm": (lambda F, a, b: F.layer_norm(a, (6,), b[0], b[1]), None),
     "layer_norm no affine": (lambda F, a, b: F.layer_norm(a.reshape(2, 2, 6), [2, 6]), None),
+    "interpolate nearest x2": (lambda F, a, b: F.interpolate(a.reshape(1, 2, 2, 6), scale_factor=2), None),
+    "interpolate nearest to a size": (lambda F, a, b: F.interpolate(a.reshape(1, 2, 2, 6), size=(5, 4)), None),
+    "interpolate nearest-exact": (lambda F, a, b: F.interpolate(a.reshape(1, 2, 2, 6), size=(3, 9), mode="nearest-exact"), None),
+    "interpolate bilinear up": (lambda F, a, b: F.interpolate(a.reshape(1, 2, 2, 6), size=(5, 11), mode="bilinear"), None),
+    "interpolate bilinear down, corners": (lambda F, a, b: F.interpolate(a.reshape(1, 1, 4, 6), size=(3, 4), mode="bilinear", align_corners=True), None),
+    "interpolate bilinear fractional scale": (lambda F, a, b: F.interpolate(a.reshape(1, 1, 4, 6), scale_factor=1.7, mode="bilinear"), None),
+    "interpolate linear": (lambda F, a, b: F.interpolate(a.reshape(2, 2, 6), scale_factor=3, mode="linear"), None),
+    "interpolate area": (lambda F, a, b: F.interpolate(a.reshape(1, 1, 4, 6), size=(2, 3), mode="area"), None),
 }
 
 

@@ -12,5 +12,5 @@ from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CosineSimilarity,
                            PairwiseDistance, Parameter, ReLU, ReLU6, Sequential, SiLU, Sigmoid, SmoothL1Loss, Softmax, Softmin,
                            Softplus, Softsign, Tanh)
 from ..conv import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d,
-                         ConvTranspose2d, GroupNorm, MaxPool1d, MaxPool2d)
+                         ConvTranspose2d, GroupNorm, MaxPool1d, MaxPool2d, Upsample)
 from . import functional, init, utils

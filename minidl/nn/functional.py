@@ -12,4 +12,4 @@ from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, co
                            logsigmoid, mish, mse_loss, nll_loss, normalize, pairwise_distance, relu6, smooth_l1_loss, softmin,
                            softsign)
 from ..conv import (adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose2d,
-                         fold, group_norm, max_pool1d, max_pool2d, pad, unfold)
+                         fold, group_norm, interpolate, max_pool1d, max_pool2d, pad, unfold)
