@@ -319,11 +319,26 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
         if v is not None: _print_options[k] = v
     _print_options["sci_mode"] = sci_mode
 
+def _float_format(a: np.ndarray, precision: int, sci_mode):
+    """PyTorch's way to print the floats of `a`, as one function value -> string, every string the same width: whole numbers
+    as `2.`, else `precision` decimals, switching to scientific notation when the non-zero magnitudes span more than
+    1000×, exceed 1e8 or go below 1e-4 (or as `sci_mode` says)."""
+    v = a[np.isfinite(a) & (a != 0)].astype(np.float64)
+    whole = bool(np.all(v == np.ceil(v)))
+    mags = np.abs(v)
+    sci = bool(sci_mode) if sci_mode is not None else bool(v.size and (mags.max() / mags.min() > 1000 or mags.max() > 1e8 or mags.min() < 1e-4))
+    if sci: fmt = lambda x: f"{x:.{precision}e}"
+    elif whole: fmt = lambda x: f"{x:.0f}" + ("." if np.isfinite(x) else "")
+    else: fmt = lambda x: f"{x:.{precision}f}"
+    longest = {v.max(), v.min(), v[mags.argmax()], v[mags.argmin()]} if v.size else set()   # the widest strings come from these
+    width = max((len(fmt(x)) for x in longest), default=1)
+    return lambda x: fmt(x).rjust(width)
+
 def _repr(self):
-    o = _print_options
-    fmt = None if o["sci_mode"] is None else {"float_kind": (lambda v: f"{v:.{o['precision']}e}") if o["sci_mode"] else (lambda v: f"{v:.{o['precision']}f}")}
-    body = np.array2string(move_array(self._a, cpu), separator=", ", prefix="tensor(", precision=o["precision"], threshold=o["threshold"],
-                           edgeitems=o["edgeitems"], max_line_width=o["linewidth"], suppress_small=True, formatter=fmt)
+    o, a = _print_options, move_array(self._a, cpu)
+    fmt = {"float_kind": _float_format(a, o["precision"], o["sci_mode"])} if a.dtype.kind == "f" else None
+    body = np.array2string(a, separator=", ", prefix="tensor(", threshold=o["threshold"], edgeitems=o["edgeitems"],
+                           max_line_width=o["linewidth"], formatter=fmt)
     extras = []
     if self._a.size == 0 and self.ndim > 1: extras.append(f"size={tuple(self.shape)}")
     if self.device != cpu: extras.append(f"device='{self.device}'")

@@ -141,3 +141,15 @@ def test_allclose_and_in_place_masked_fill():
     assert not minidl.allclose(minidl.tensor([math.nan]), minidl.tensor([math.nan]))
     x = minidl.zeros(2, 2)
     assert x.masked_fill_(minidl.eye(2) == 1, 5.0) is x and x.tolist() == [[5.0, 0.0], [0.0, 5.0]]
+
+
+REPRS = {(1.5, 2.0): "tensor([1.5000, 2.0000])", (1.0, 2.0): "tensor([1., 2.])", (0.0, 0.0): "tensor([0., 0.])",
+         (1e-5, 1.0): "tensor([1.0000e-05, 1.0000e+00])", (math.nan, 1.5, math.inf): "tensor([   nan, 1.5000,    inf])",
+         ((1.5, -2.25), (3.0, 4.0)): "tensor([[ 1.5000, -2.2500],\n        [ 3.0000,  4.0000]])", 3.25: "tensor(3.2500)",
+         (123456789.0, 1.0): "tensor([1.2346e+08, 1.0000e+00])", (-1.0, 0.5): "tensor([-1.0000,  0.5000])"}
+
+
+@pytest.mark.parametrize("values", list(REPRS), ids=list(REPRS.values()))
+def test_tensors_print_as_pytorch_prints_them(values):
+    assert repr(minidl.tensor(values)) == REPRS[values]
+    if torch is not None: assert repr(torch.tensor(values)) == REPRS[values]
