@@ -13,7 +13,7 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empt
                            rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
-from . import accelerator, autograd, backends, conv, data, layers, nn, optim, utils
+from . import accelerator, autograd, backends, conv, data, layers, nn, optim, text, utils
 from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
