@@ -162,6 +162,7 @@ def _to(self, dev=None, dtype=None):
 Module.train, Module.eval = _train, lambda self: _train(self, False)
 Module.zero_grad, Module.apply, Module.requires_grad_, Module.to = _zero_grad, _apply, _requires_grad_, _to
 Module.cuda, Module.cpu = lambda self: _to(self, "cuda"), lambda self: _to(self, "cpu")
+Module.double, Module.float = lambda self: _to(self, dtype="float64"), lambda self: _to(self, dtype="float32")
 
 # %% ../nbs/06_nn.ipynb #6f11a4bd
 def _state_dict(self) -> OrderedDict:

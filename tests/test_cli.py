@@ -39,8 +39,9 @@ def test_eval_of_a_missing_file_is_one_line_and_exit_2(tmp_path):
 def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_same_run(tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert _minidl("train", *RUN, "--out", str(straight)).returncode == 0
-    proc = subprocess.Popen([MINIDL, "train", *RUN, "--out", str(stopped)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a background job's children inherit an ignored SIGINT (and Python then installs no KeyboardInterrupt): give it back
+    proc = subprocess.Popen([MINIDL, "train", *RUN, "--out", str(stopped)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = stopped / "last.safetensors"
     while not last.exists() and proc.poll() is None: time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

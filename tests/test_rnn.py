@@ -1,0 +1,108 @@
+"""Lesson 18's recurrent modules against PyTorch's (when installed): PyTorch's weights loaded by name, then outputs,
+final states and the gradients of the input, the initial states and every parameter compared, over a grid of options;
+without PyTorch, against float64 central differences. The cells too, and on cuda (numba's simulator without a GPU)."""
+import itertools
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+from minidl.autograd import gradcheck
+
+try: import torch
+except ImportError: torch = None
+
+GRID = [dict(mode=m, num_layers=l, bidirectional=b, batch_first=bf, init=i, unbatched=u)
+        for m, l, b, bf, i, u in itertools.product(["LSTM", "GRU", "RNN", "RNN_relu"], [1, 2], [False, True], [False, True], [False, True], [False])]
+GRID += [dict(mode=m, num_layers=2, bidirectional=True, batch_first=False, init=True, unbatched=True) for m in ("LSTM", "GRU", "RNN")]
+
+
+def _make(lib, cfg, I=3, H=4):
+    nn_ = torch.nn if lib is torch else nn
+    kw = dict(num_layers=cfg["num_layers"], bidirectional=cfg["bidirectional"], batch_first=cfg["batch_first"])
+    if cfg["mode"].startswith("RNN"): return nn_.RNN(I, H, nonlinearity="relu" if cfg["mode"] == "RNN_relu" else "tanh", **kw)
+    return getattr(nn_, cfg["mode"])(I, H, **kw)
+
+
+def _inputs(cfg, T=5, N=2, I=3, H=4):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, I) if cfg["unbatched"] else ((N, T, I) if cfg["batch_first"] else (T, N, I)))
+    layers = cfg["num_layers"] * (2 if cfg["bidirectional"] else 1)
+    shape = (layers, H) if cfg["unbatched"] else (layers, N, H)
+    states = [rng.standard_normal(shape) for _ in range(2 if cfg["mode"] == "LSTM" else 1)] if cfg["init"] else None
+    return x, states
+
+
+def _run(lib, model, x, states):
+    t = (lambda a: torch.tensor(a, requires_grad=True)) if lib is torch else (lambda a: minidl.tensor(a, requires_grad=True))
+    xt = t(x)
+    st = None if states is None else [t(s) for s in states]
+    hx = None if st is None else (tuple(st) if len(st) == 2 else st[0])
+    out, h = model(xt, hx)
+    finals = list(h) if isinstance(h, tuple) else [h]
+    w = np.random.default_rng(1)
+    loss = sum((o * (torch.tensor if lib is torch else minidl.tensor)(w.standard_normal(tuple(o.shape)))).sum() for o in [out] + finals)
+    loss.backward()
+    grads = [xt.grad] + ([s.grad for s in st] if st else []) + [p.grad for _, p in model.named_parameters()]
+    return [a.detach().numpy() for a in [out] + finals], [g.numpy() for g in grads]
+
+
+@pytest.mark.skipif(torch is None, reason="compared with PyTorch's modules; without it, test_gradients_by_central_differences checks them")
+@pytest.mark.parametrize("cfg", GRID, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_matches_pytorch_with_its_weights(cfg):
+    tm = _make(torch, cfg).double()
+    mm = _make(minidl, cfg).double()
+    mm.load_state_dict({k: minidl.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+    assert [n for n, _ in mm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    x, states = _inputs(cfg)
+    (mo, mg), (to, tg) = _run(minidl, mm, x, states), _run(torch, tm, x, states)
+    for a, b in zip(mo + mg, to + tg): np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_gradients_by_central_differences(mode):
+    cfg = dict(mode=mode, num_layers=2, bidirectional=True, batch_first=True, init=False, unbatched=False)
+    minidl.manual_seed(0)
+    m = _make(minidl, cfg).double()
+    x = minidl.randn(2, 4, 3, dtype="float64", requires_grad=True)
+    assert gradcheck(lambda t: m(t)[0], [x])
+    assert gradcheck(lambda w: m(x)[0], [m.weight_hh_l1_reverse])
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_match_pytorch(name):
+    minidl.manual_seed(0)
+    cell = getattr(nn, name)(3, 4).double()
+    x, h = np.random.default_rng(2).standard_normal((2, 3)), np.random.default_rng(3).standard_normal((2, 4))
+    hx = (minidl.tensor(h), minidl.tensor(h * 0.5)) if name == "LSTMCell" else minidl.tensor(h)
+    out = cell(minidl.tensor(x), hx)
+    if torch is None: return
+    tcell = getattr(torch.nn, name)(3, 4).double()
+    tcell.load_state_dict({k: torch.tensor(v.numpy()) for k, v in cell.state_dict().items()})
+    thx = (torch.tensor(h), torch.tensor(h * 0.5)) if name == "LSTMCell" else torch.tensor(h)
+    tout = tcell(torch.tensor(x), thx)
+    for a, b in zip(out if isinstance(out, tuple) else [out], tout if isinstance(tout, tuple) else [tout]):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12)
+
+
+def test_lstm_on_cuda_matches_cpu():
+    minidl.manual_seed(0)
+    cpu = nn.LSTM(3, 4, num_layers=2, batch_first=True).double()
+    gpu = nn.LSTM(3, 4, num_layers=2, batch_first=True).double()
+    gpu.load_state_dict(cpu.state_dict()); gpu.to("cuda")
+    x = np.random.default_rng(0).standard_normal((2, 3, 3))
+    outs = []
+    for m, dev in ((cpu, "cpu"), (gpu, "cuda")):
+        xt = minidl.tensor(x, device=dev, requires_grad=True)
+        y, (h, c) = m(xt)
+        (y.sum() + c.sum()).backward()
+        outs.append([y.detach().cpu().numpy(), xt.grad.cpu().numpy(), m.weight_hh_l1.grad.cpu().numpy()])
+    for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_errors_name_what_was_wrong():
+    with pytest.raises(RuntimeError, match="Expected hidden size \\(1, 2, 4\\), got \\(2, 2, 4\\)"): nn.GRU(3, 4)(minidl.randn(5, 2, 3), minidl.randn(2, 2, 4))
+    with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 3, got 2"): nn.LSTM(3, 4)(minidl.randn(5, 2, 2))
+    with pytest.raises(ValueError, match="proj_size is not supported"): nn.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"): nn.RNN(3, 4, nonlinearity="gelu")
