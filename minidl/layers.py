@@ -419,12 +419,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 
 class LayerNorm(Module):
     "Normalise over the last dims to zero mean and unit variance, then scale and shift (learned)."
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True):
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
         self.weight = Parameter(ones(*self.normalized_shape)) if elementwise_affine else None
-        self.bias = Parameter(zeros(*self.normalized_shape)) if elementwise_affine else None
+        self.bias = Parameter(zeros(*self.normalized_shape)) if elementwise_affine and bias else None
     def forward(self, x): return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
     def extra_repr(self): return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 

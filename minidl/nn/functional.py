@@ -13,3 +13,4 @@ from ..layers import (binary_cross_entropy, binary_cross_entropy_with_logits, co
                            softsign)
 from ..conv import (adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose2d,
                          fold, group_norm, interpolate, max_pool1d, max_pool2d, pad, unfold)
+from ..attention import scaled_dot_product_attention
