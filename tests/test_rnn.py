@@ -106,3 +106,18 @@ def test_errors_name_what_was_wrong():
     with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 3, got 2"): nn.LSTM(3, 4)(minidl.randn(5, 2, 2))
     with pytest.raises(ValueError, match="proj_size is not supported"): nn.LSTM(3, 4, proj_size=2)
     with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"): nn.RNN(3, 4, nonlinearity="gelu")
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(batch_first=True, padding_value=-1.0), dict(batch_first=True, padding_side="left")], ids=str)
+def test_pad_sequence_as_pytorch(kw):
+    seqs = [np.random.default_rng(i).standard_normal((n, 3)) for i, n in enumerate((4, 1, 3))]
+    mine = [minidl.tensor(s, requires_grad=True) for s in seqs]
+    out = nn.utils.rnn.pad_sequence(mine, **kw)
+    (out * out).sum().backward()
+    if torch is None:
+        assert out.shape == ((3, 4, 3) if kw.get("batch_first") else (4, 3, 3)); return
+    theirs = [torch.tensor(s, requires_grad=True) for s in seqs]
+    tout = torch.nn.utils.rnn.pad_sequence(theirs, **kw)
+    (tout * tout).sum().backward()
+    np.testing.assert_array_equal(out.detach().numpy(), tout.detach().numpy())
+    for a, b in zip(mine, theirs): np.testing.assert_array_equal(a.grad.numpy(), b.grad.numpy())

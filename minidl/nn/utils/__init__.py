@@ -7,3 +7,4 @@ __all__ = []
 
 # %% ../../../nbs/99g_nn_utils.ipynb #ea3c0564
 from ...optim import clip_grad_norm_, clip_grad_value_, parameters_to_vector, vector_to_parameters
+from . import rnn
