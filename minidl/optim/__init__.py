@@ -423,7 +423,7 @@ class OneCycleLR(LRScheduler):
         return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1) if self.anneal_strategy == "cos" else start + (end - start) * pct
     def get_lr(self):
         step = self.last_epoch
-        if step >= self.total_steps: raise ValueError(f"OneCycleLR stepped {step + 1} times, more than total_steps={self.total_steps}")
+        if step > self.total_steps: raise ValueError(f"Tried to step {step} times. The specified number of total steps is {self.total_steps}")   # as PyTorch: total_steps calls of step() are allowed
         up = float(self.pct_start * self.total_steps) - 1
         lrs = []
         for g in self.optimizer.param_groups:
