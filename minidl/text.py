@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['CharTokenizer', 'split_by_position', 'context_windows']
 
-# %% ../nbs/17_language_models.ipynb #e74220f2
+# %% ../nbs/17_language_models.ipynb #5e489c95
 import numpy as np
 from .tensor import Tensor, tensor
 
-# %% ../nbs/17_language_models.ipynb #0dbcb847
+# %% ../nbs/17_language_models.ipynb #ebc43bab
 class CharTokenizer:
     "Characters ↔ integer ids: the sorted distinct characters of `text`, after an optional `boundary` character with id 0."
     def __init__(self, text: str, boundary: str = None):
@@ -38,7 +38,7 @@ def split_by_position(data, fractions=(0.9, 0.1)) -> list:
     bounds = np.round(np.cumsum((0,) + tuple(fractions)) * len(data)).astype(int)
     return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
-# %% ../nbs/17_language_models.ipynb #f4ab8538
+# %% ../nbs/17_language_models.ipynb #97e7ff99
 def context_windows(sequences, tokenizer: CharTokenizer, block_size: int) -> tuple:
     "(X, Y): each position of each sequence as a window of the `block_size` ids before it (boundary-padded) and the id there; every sequence ends with the boundary."
     if tokenizer.boundary is None: raise ValueError("context_windows needs a tokenizer with a boundary character")
