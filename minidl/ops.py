@@ -811,10 +811,16 @@ class MatMul(Function):
             raise ValueError(f"matmul: the batch dimensions {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} of shapes {tuple(a.shape)} "
                              f"and {tuple(b.shape)} do not broadcast") from None
         ctx.save_for_backward(a, b)
-        return Tensor(_backend(a, b).matmul(a._a, b._a))
+        B = _backend(a, b)
+        if len(sb) == 2 and len(sa) > 2:       # (…, K) @ (K, N), as in every linear layer: one GEMM over all the leading rows
+            return Tensor(B.reshape(B.matmul(B.reshape(a._a, (math.prod(sa[:-1]), sa[-1])), b._a), sa[:-1] + sb[-1:]))
+        return Tensor(B.matmul(a._a, b._a))
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        if b.ndim == 2 and a.ndim > 2:          # the weight's gradient as one GEMM, rather than a batch of them summed afterwards
+            return (g @ b.mT if ctx.needs_input_grad[0] else None,
+                    a.reshape(math.prod(a.shape[:-1]), a.shape[-1]).mT @ g.reshape(math.prod(g.shape[:-1]), g.shape[-1]) if ctx.needs_input_grad[1] else None)
         return (unbroadcast(g @ b.mT, a._shape) if ctx.needs_input_grad[0] else None,
                 unbroadcast(a.mT @ g, b._shape) if ctx.needs_input_grad[1] else None)
 
