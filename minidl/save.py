@@ -77,6 +77,13 @@ def _entry(path, name, e) -> tuple:
 
 _PICKLED = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")    # torch.save's zip archive; a bare pickle
 
+def _unreadable(path, raw: bytes, why: str) -> ValueError:
+    "The error for bytes that do not parse as safetensors: PyTorch's own format named, when the bytes start like it."
+    if raw.startswith(_PICKLED):          # checked only once parsing failed: a safetensors header size can begin with these bytes too
+        return ValueError(f"{path}: this is a PyTorch pickle checkpoint (torch.save), and minidl never unpickles (loading one runs code its author chose). "
+                          "Convert it once, in PyTorch: safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
+    return _invalid(path, why)
+
 def _read(path) -> tuple:
     "(the name for messages, the bytes) of a path or a binary file object."
     if hasattr(path, "read"): return getattr(path, "name", "<file object>"), path.read()
@@ -87,14 +94,11 @@ def _read(path) -> tuple:
 def load_file(path) -> tuple:
     "Read a safetensors file (a path or a binary file object): (dict name → Tensor, metadata dict). Every offset is checked; nothing is executed."
     path, raw = _read(path)
-    if raw.startswith(_PICKLED):
-        raise ValueError(f"{path}: this is a PyTorch pickle checkpoint (torch.save), and minidl never unpickles (loading one runs code its author chose). "
-                         "Convert it once, in PyTorch: safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
     if len(raw) < 8: raise _invalid(path, f"the file has {len(raw)} bytes, fewer than the 8-byte header size")
     (n,) = struct.unpack("<Q", raw[:8])
-    if n > MAX_HEADER or 8 + n > len(raw): raise _invalid(path, f"the header claims {n} bytes but the file has {len(raw) - 8} after the size (truncated?)")
+    if n > MAX_HEADER or 8 + n > len(raw): raise _unreadable(path, raw, f"the header claims {n} bytes but the file has {len(raw) - 8} after the size (truncated?)")
     try: header = json.loads(raw[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e: raise _invalid(path, f"the header is not JSON ({type(e).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e: raise _unreadable(path, raw, f"the header is not JSON ({type(e).__name__})") from None
     if not isinstance(header, dict): raise _invalid(path, "the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())): raise _invalid(path, "__metadata__ must map strings to strings")

@@ -135,3 +135,14 @@ def test_a_torch_save_file_is_refused_with_the_way_out(tmp_path):
         p = tmp_path / f"model{legacy}.pt"
         torch.save({"w": torch.zeros(2)}, p, _use_new_zipfile_serialization=not legacy)
         with pytest.raises(ValueError, match="minidl never unpickles.*safetensors.torch.save_file"): minidl.load(p)
+
+
+def test_a_header_size_that_starts_like_a_pickle_still_loads():
+    "A 640-byte header is stored as 80 02 00 … — the first bytes of a pickle: the pickle check must not come first."
+    import io
+    for pad in range(700):
+        buf = io.BytesIO(); save_file({"w": np.zeros(2, np.float32)}, buf, {"note": "x" * pad})
+        if buf.getvalue()[:2] == b"\x80\x02": break
+    else: raise AssertionError("no padding gave a 640-byte header")
+    tensors, meta = load_file(io.BytesIO(buf.getvalue()))
+    assert tensors["w"].tolist() == [0.0, 0.0] and meta["note"] == "x" * pad
