@@ -6,8 +6,8 @@
 __all__ = ['DIGITS_SHA256', 'CORPORA', 'Dataset', 'TensorDataset', 'Subset', 'random_split', 'IterableDataset', 'ConcatDataset',
            'Sampler', 'SequentialSampler', 'RandomSampler', 'SubsetRandomSampler', 'WeightedRandomSampler',
            'BatchSampler', 'default_collate', 'default_convert', 'DataLoader', 'WorkerInfo', 'get_worker_info',
-           'Normalize', 'TransformDataset', 'Compose', 'RandomCrop', 'RandomHorizontalFlip', 'data_dir', 'sha256_of',
-           'download_url', 'read_idx', 'write_idx', 'MNIST', 'FashionMNIST', 'mnist1d', 'digits', 'names',
+           'WorkerError', 'Normalize', 'TransformDataset', 'Compose', 'RandomCrop', 'RandomHorizontalFlip', 'data_dir',
+           'sha256_of', 'download_url', 'read_idx', 'write_idx', 'MNIST', 'FashionMNIST', 'mnist1d', 'digits', 'names',
            'tiny_shakespeare']
 
 # %% ../nbs/08_data.ipynb #d556c3c8
@@ -277,6 +277,9 @@ def _worker_loop(fetcher, worker_init_fn, worker_id, num_workers, seed, tasks, r
             else: results.put(("batch", fetcher.fetch(task)))
         except Exception: results.put(("error", traceback.format_exc()))
 
+class WorkerError(RuntimeError):
+    "An exception raised in a DataLoader worker process, with the worker's traceback in its message."
+
 class _WorkerPool:
     "Worker processes, each with a task queue and a result queue of its own, and what each still owes."
     def __init__(self, loader):
@@ -297,20 +300,24 @@ class _WorkerPool:
         "The next result of worker w: ('batch', batch) or ('end', None); a worker's error or death raises here."
         start = time.monotonic()
         while True:
-            try: kind, value = self.results[w].get(timeout=1.0)     # wake up every second to notice a dead worker
+            try: kind, value = self.results[w].get(timeout=min(timeout, 1.0) if timeout else 1.0)   # wake up at least every second to notice a dead worker
             except queue.Empty:
                 p = self.procs[w]
                 if not p.is_alive(): raise RuntimeError(f"DataLoader worker {w} (pid {p.pid}) exited unexpectedly with exit code {p.exitcode}") from None
                 if timeout and time.monotonic() - start > timeout: raise RuntimeError(f"DataLoader timed out after {timeout} seconds waiting for worker {w}") from None
                 continue
-            if kind == "error": raise RuntimeError(f"Caught an exception in DataLoader worker process {w}. Original traceback:\n{value}")
+            if kind == "error":
+                self.owed[w].popleft()                       # the failed task owes nothing more (a stream ends at its error)
+                raise WorkerError(f"Caught an exception in DataLoader worker process {w}. Original traceback:\n{value}")
             if kind == "end" or self.owed[w][0] == "batch": self.owed[w].popleft()
             return kind, value
 
     def drain(self, timeout):
         "Read and drop what an abandoned epoch left owing, so the next epoch starts clean."
         for w, owed in enumerate(self.owed):
-            while owed: self.receive(w, timeout)
+            while owed:
+                try: self.receive(w, timeout)
+                except WorkerError: pass                     # a failure of the abandoned epoch is not this epoch's
 
     def close(self):
         for q in self.tasks: q.put(None)

@@ -83,3 +83,18 @@ def test_weighted_sampler_without_replacement_draws_distinct_indices():
     s = list(data.WeightedRandomSampler([1.0, 2.0, 0.0, 4.0], 3, replacement=False, generator=minidl.Generator().manual_seed(0)))
     assert sorted(s) == [0, 1, 3]
     with pytest.raises(ValueError, match="can't draw 4 distinct indices from 3"): data.WeightedRandomSampler([1.0, 2.0, 0.0, 4.0], 4, replacement=False)
+
+
+class FailsOnce(data.Dataset):
+    "Each worker process fails on its first item, then serves normally."
+    def __len__(self): return 6
+    def __getitem__(self, i):
+        if not getattr(self, "failed", False): self.failed = True; raise KeyError("first item of this worker")
+        return i
+
+
+def test_persistent_workers_recover_after_an_error():
+    loader = data.DataLoader(FailsOnce(), 2, num_workers=2, persistent_workers=True, timeout=5)
+    with pytest.raises(RuntimeError, match="first item of this worker"): list(loader)
+    assert sorted(sum((b.tolist() for b in loader), [])) == list(range(6))      # nothing left owing from the failed epoch
+    del loader
