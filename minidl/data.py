@@ -19,7 +19,6 @@ import importlib.resources
 import io
 import itertools
 import multiprocessing as mp
-import os
 import queue
 import random
 import struct

@@ -5,20 +5,17 @@
 # %% auto #0
 __all__ = ['GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT']
 
-# %% ../nbs/20_gpt.ipynb #0992b8f4
+# %% ../nbs/20_gpt.ipynb #23c3466d
 import math
-import time
 from dataclasses import dataclass
-import numpy as np
 from . import ops
 from .attention import scaled_dot_product_attention
-from .core import generator_rng
 from .layers import Dropout, Embedding, LayerNorm, Linear, Module, ModuleDict, ModuleList, cross_entropy, normal_, zeros_
 from .more_ops import multinomial, topk
 from .autograd import no_grad
-from .tensor import Tensor, arange, ones, tensor
+from .tensor import arange, ones
 
-# %% ../nbs/20_gpt.ipynb #d20a52f2
+# %% ../nbs/20_gpt.ipynb #6f59a659
 @dataclass
 class GPTConfig:
     "The shape of a GPT: context length, vocabulary, depth, heads, width, dropout, and whether linear layers and norms have biases."
@@ -70,7 +67,7 @@ class Block(Module):
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
-# %% ../nbs/20_gpt.ipynb #1ccda22a
+# %% ../nbs/20_gpt.ipynb #e4bca1fe
 class GPT(Module):
     "A decoder-only Transformer language model (GPT-2's shape, nanoGPT's parameter names), with KV-cached generation."
     def __init__(self, config: GPTConfig):

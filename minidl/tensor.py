@@ -11,7 +11,7 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
 # %% ../nbs/01_tensor.ipynb #63ac249b
 import numpy as np
 from .backend import backend_of, get_backend
-from .core import as_dtype, bool_, dtypes, float32, float64, generator_rng, get_default_dtype, int64
+from .core import as_dtype, bool_, dtypes, generator_rng, get_default_dtype, int64
 
 # %% ../nbs/01_tensor.ipynb #db1e64f8
 def element_strides(a: np.ndarray) -> tuple:
