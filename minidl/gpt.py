@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT']
 
-# %% ../nbs/20_gpt.ipynb #23c3466d
+# %% ../nbs/20_gpt.ipynb #dd6fcffa
 import math
 from dataclasses import dataclass
 from . import ops
@@ -15,7 +15,7 @@ from .more_ops import multinomial, topk
 from .autograd import no_grad
 from .tensor import arange, ones
 
-# %% ../nbs/20_gpt.ipynb #6f59a659
+# %% ../nbs/20_gpt.ipynb #9d942e9b
 @dataclass
 class GPTConfig:
     "The shape of a GPT: context length, vocabulary, depth, heads, width, dropout, and whether linear layers and norms have biases."
@@ -67,7 +67,7 @@ class Block(Module):
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
-# %% ../nbs/20_gpt.ipynb #e4bca1fe
+# %% ../nbs/20_gpt.ipynb #00d00e7d
 class GPT(Module):
     "A decoder-only Transformer language model (GPT-2's shape, nanoGPT's parameter names), with KV-cached generation."
     def __init__(self, config: GPTConfig):
