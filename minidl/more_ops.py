@@ -404,16 +404,13 @@ Tensor.bernoulli_ = lambda self, p=0.5, generator=None: _fill(self, _uniform_lik
 
 # %% ../nbs/05b_more_ops.ipynb #f7473b16
 def _new(make):
-    def method(self, *size, dtype=None, device=None, requires_grad=False, **kw):
-        return make(*size, dtype=self.dtype if dtype is None else dtype, device=self.device if device is None else device,
-                    requires_grad=requires_grad, **kw)
+    "A `Tensor.new_*` method: `make(*args)` with this tensor's dtype and device unless others are given."
+    def method(self, *args, dtype=None, device=None, requires_grad=False):
+        return make(*args, dtype=self.dtype if dtype is None else dtype, device=self.device if device is None else device, requires_grad=requires_grad)
     return method
 
 Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty = _new(zeros), _new(ones), _new(empty)
-Tensor.new_full = lambda self, size, fill_value, dtype=None, device=None, requires_grad=False: full(
-    size, fill_value, dtype=self.dtype if dtype is None else dtype, device=self.device if device is None else device, requires_grad=requires_grad)
-Tensor.new_tensor = lambda self, data, dtype=None, device=None, requires_grad=False: tensor(
-    data, dtype=self.dtype if dtype is None else dtype, device=self.device if device is None else device, requires_grad=requires_grad)
+Tensor.new_full, Tensor.new_tensor = _new(full), _new(tensor)
 Tensor.nelement = Tensor.numel
 Tensor.clamp_min = lambda self, min: clamp(self, min=min)
 Tensor.clamp_max = lambda self, max: clamp(self, max=max)
