@@ -678,10 +678,9 @@ def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool =
     return ((x1 - x2 + eps).abs() ** p).sum(-1, keepdim=keepdim) ** (1 / p)
 
 def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
-    "½ r² for |r| ≤ delta, delta (|r| - ½ delta) beyond: `smooth_l1_loss` scaled by delta."
-    _same_shape("huber_loss", input, target)
-    d = (input - target).abs()
-    return _reduce(ops.where(d <= delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction)
+    "½ r² for |r| ≤ delta, delta (|r| - ½ delta) beyond: `smooth_l1_loss` with beta = delta, scaled by delta."
+    _same_shape("huber_loss", input, target)                    # so a mismatch names the function called
+    return delta * smooth_l1_loss(input, target, reduction, beta=delta)
 
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
     "KL divergence with `input` as log-probabilities: Σ target (log target - input); 'batchmean' divides by the batch size."
