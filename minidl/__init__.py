@@ -7,12 +7,13 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/99_namespace.ipynb #7af99601
-from .core import (float32, float64, int64, int32, int16, int8, uint8, bool_, get_default_dtype, set_default_dtype,
+from .core import (float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool_, get_default_dtype, set_default_dtype,
                          manual_seed, default_generator, Generator)
 from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
                            rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like, set_printoptions)
-from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)
+from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor,
+                        HalfTensor, BFloat16Tensor)
 from . import accelerator, autograd, backends, conv, data, layers, nn, optim, text, utils
 from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
@@ -31,7 +32,7 @@ from .more_ops import (tan, sinh, cosh, asin, acos, atan, arcsin, arccos, arctan
 # %% ../nbs/99_namespace.ipynb #535d53ad
 import numpy as _np
 dtype = _np.dtype
-float, double, long, int, short, bool = float32, float64, int64, int32, int16, bool_
+float, double, half, long, int, short, bool = float32, float64, float16, int64, int32, int16, bool_
 
 # %% ../nbs/99_namespace.ipynb #16945cc2
 def __getattr__(name):

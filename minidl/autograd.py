@@ -11,6 +11,7 @@ __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'Nod
 import contextlib
 import weakref
 import numpy as np
+from .core import is_floating
 from .tensor import Tensor, tensor
 
 # %% ../nbs/03_autograd.ipynb #384b4442
@@ -88,7 +89,7 @@ class Function:
         _GradMode.enabled = False
         try: out = cls.forward(ctx, *args, **kwargs)
         finally: _GradMode.enabled = enabled
-        if enabled and out._a.dtype.kind == "f":
+        if enabled and is_floating(out._a.dtype):
             edges = tuple(_edge(a) for a in args)
             if any(e is not None for e in edges):
                 ctx.next, ctx.needs_input_grad = edges, tuple(e is not None for e in edges)
@@ -180,7 +181,7 @@ def requires_grad_(self, requires_grad=True) -> Tensor:
     "Set `requires_grad` in place on a leaf."
     if not self.is_leaf and not requires_grad:
         raise RuntimeError("you can only change requires_grad flags of leaf variables")
-    if requires_grad and self.dtype.kind != "f":
+    if requires_grad and not is_floating(self.dtype):
         raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
     self.requires_grad = requires_grad
     return self
@@ -216,7 +217,7 @@ def _as_tuple(x): return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 def _outputs(fn, inputs):
     "The floating tensors among `fn(*inputs)`."
-    return [o for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor) and o.dtype.kind == "f"]
+    return [o for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor) and is_floating(o.dtype)]
 
 def _jacobians(fn, inputs, eps):
     "Numerical and analytical Jacobians of every floating output w.r.t. every input requiring grad."

@@ -14,6 +14,7 @@ import numpy as np
 import numba
 from . import kernels as K
 from .backend import OPS, Backend
+from .core import float32, is_floating
 from .cuda import THREADS, TILE, ROWS_PER_THREAD, blocks_for, cuda   # minidl.cuda picks the simulator when there is no GPU
 from .cuda import block_tree_sum, broadcast_strides, rows_kernel, scatter_add_kernel, strided_offset, tuned_matmul_kernel   # lesson 14's kernels
 from .cuda import LOG_SOFTMAX, LOGSUMEXP, SOFTMAX
@@ -574,7 +575,10 @@ class DeviceBackend(Backend):
     def from_host(self, a): return to_device(a)
     def to_host(self, a): return to_host(a)
 
-    def cast(self, a, dtype): return a if a.dtype == dtype else a.astype(dtype)
+    def cast(self, a, dtype):
+        if a.dtype == dtype: return a
+        if dtype.itemsize == 2 and is_floating(dtype) and a.dtype != float32: a = a.astype(float32)   # to 16 bits from float32, as on the CPU
+        return a.astype(dtype)
     def copy(self, a): return a.copy()
     def is_contiguous(self, a): return a.flags.c_contiguous
     def element_strides(self, a): return a.element_strides()

@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 from . import ops
 from .autograd import Function, is_grad_enabled, no_grad
-from .core import default_generator
+from .core import as_dtype, default_generator, is_floating
 from .tensor import Tensor, move_array, device, ones, tensor, zeros
 
 # %% ../nbs/06_nn.ipynb #fb05bfe1
@@ -150,19 +150,21 @@ def _requires_grad_(self, requires_grad: bool = True):
 def _to(self, dev=None, dtype=None):
     "Move parameters, their gradients and buffers to device `dev` and/or convert the floating ones to `dtype`, in place: the parameters stay the same objects."
     if dev is not None and not isinstance(dev, (str, device)): dev, dtype = None, dev       # model.to(minidl.float64)
+    dtype = None if dtype is None else as_dtype(dtype)
     for m in self.modules():
         for store in (m._parameters, m._buffers):
             for t in store.values():
                 for x in (t, getattr(t, "grad", None)):
                     if x is None: continue
                     if dev is not None: x._a = move_array(x._a, dev)
-                    if dtype is not None and x.dtype.kind == "f": x._a = x.backend.cast(x._a, np.dtype(dtype))
+                    if dtype is not None and is_floating(x.dtype): x._a = x.backend.cast(x._a, dtype)
     return self
 
 Module.train, Module.eval = _train, lambda self: _train(self, False)
 Module.zero_grad, Module.apply, Module.requires_grad_, Module.to = _zero_grad, _apply, _requires_grad_, _to
 Module.cuda, Module.cpu = lambda self: _to(self, "cuda"), lambda self: _to(self, "cpu")
 Module.double, Module.float = lambda self: _to(self, dtype="float64"), lambda self: _to(self, dtype="float32")
+Module.half, Module.bfloat16 = lambda self: _to(self, dtype="float16"), lambda self: _to(self, dtype="bfloat16")
 
 # %% ../nbs/06_nn.ipynb #6f11a4bd
 def _state_dict(self) -> OrderedDict:
@@ -544,11 +546,11 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
     "Cross-entropy between logits `input` (N, C) or (N, C, d…) and class indices (N,)/(N, d…) or class probabilities (same shape as input)."
     _reduction(reduction)
     if not 0 <= label_smoothing <= 1: raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if input.ndim < 1 or input.dtype.kind != "f": raise TypeError(f"cross_entropy: input must be floating logits, got dtype {input.dtype} and shape {tuple(input.shape)}")
-    if input.ndim == 1: input, target = input.unsqueeze(0), (target.unsqueeze(0) if target.dtype.kind == "f" else target.reshape(1))
+    if input.ndim < 1 or not is_floating(input.dtype): raise TypeError(f"cross_entropy: input must be floating logits, got dtype {input.dtype} and shape {tuple(input.shape)}")
+    if input.ndim == 1: input, target = input.unsqueeze(0), (target.unsqueeze(0) if is_floating(target.dtype) else target.reshape(1))
     C = input.shape[1]
     spatial = tuple(input.shape[2:])
-    probs = target.dtype.kind == "f"
+    probs = is_floating(target.dtype)
     if probs and tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"cross_entropy: probability targets must have the input's shape {tuple(input.shape)}, got {tuple(target.shape)}")
     if not probs and (target.dtype.kind not in "iu" or tuple(target.shape) != (input.shape[0], *spatial)):

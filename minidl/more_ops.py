@@ -13,7 +13,7 @@ __all__ = ['tan', 'sinh', 'cosh', 'asin', 'acos', 'atan', 'log2', 'log10', 'expm
 import math
 from collections import namedtuple
 import numpy as np
-from .core import bool_, generator_rng, int64
+from .core import bool_, generator_rng, int64, is_floating
 from .tensor import Tensor, empty, full, ones, tensor, wrap_dim, zeros, zeros_like
 from .autograd import Function
 from .ops import (broadcast_map, in_place, numpy_aliases, promote_operands, reduce_axes, unary_function, unbroadcast,
@@ -43,7 +43,7 @@ class _Step(Function):
 
 def _rounding(kernel, doc):
     def op(x):
-        if x.dtype.kind != "f": return x.clone()      # whole numbers already, as PyTorch keeps them
+        if not is_floating(x.dtype): return x.clone()      # whole numbers already, as PyTorch keeps them
         return _Step.apply(x, kernel)
     op.__name__, op.__doc__ = kernel, doc
     return op
@@ -91,7 +91,7 @@ def isfinite(x): "Where x is neither NaN nor ±inf."; return Tensor(x.backend.ma
 
 def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
     "x with NaN, +inf and -inf replaced (by 0 and the dtype's largest and smallest finite values unless given)."
-    if x.dtype.kind != "f": return x.clone()
+    if not is_floating(x.dtype): return x.clone()
     info = np.finfo(x.dtype)
     x = where(isnan(x), nan, x)
     x = where(x == math.inf, float(info.max) if posinf is None else posinf, x)
@@ -257,7 +257,7 @@ def median(x, dim=None, keepdim=False):
     n = x.shape[d]
     order = argsort(x, d)                    # NaN last: a line with a NaN takes its last element
     pos = Tensor(x.backend.full((1,) * x.ndim, (n - 1) // 2, int64))
-    if x.dtype.kind == "f": pos = where(any(isnan(x), d, keepdim=True), n - 1, pos)
+    if is_floating(x.dtype): pos = where(any(isnan(x), d, keepdim=True), n - 1, pos)
     index = gather(order, d, pos.expand(*x.shape[:d], 1, *x.shape[d + 1:]))
     values = gather(x, d, index)
     if flat: return values.reshape(())
@@ -372,7 +372,7 @@ def _uniform_like(x, generator):
 
 def multinomial(input, num_samples, replacement=False, generator=None):
     "`num_samples` category indices per row of `input` (1-d or 2-d non-negative weights), drawn in proportion to the weights."
-    if input.ndim not in (1, 2) or input.dtype.kind != "f": raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.ndim}-d {input.dtype}")
+    if input.ndim not in (1, 2) or not is_floating(input.dtype): raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.ndim}-d {input.dtype}")
     if not bool(all(isfinite(input) & (input >= 0))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
     p = (input if input.ndim == 2 else input.unsqueeze(0)).to("float64")
     if not bool(all(p.sum(-1) > 0)): raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")

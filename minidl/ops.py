@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
-           'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid',
-           'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to',
-           'contiguous', 'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute',
-           'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum',
-           'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where',
-           'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice',
-           'SliceBackward', 'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min',
-           'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk',
-           'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax',
-           'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
+           'HalfTensor', 'BFloat16Tensor', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt',
+           'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map',
+           'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand',
+           'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as',
+           'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
+           'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign', 'leaky_relu', 'elu',
+           'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod',
+           'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
+           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp',
+           'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -23,7 +23,7 @@ import math
 from collections import namedtuple
 import numpy as np
 from .backend import backend_of, cpu_backend
-from .core import as_dtype, bool_, float64, get_default_dtype, int64
+from .core import MissingDtype, as_dtype, bfloat16, bool_, float16, float32, float64, get_default_dtype, int64, is_floating
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
 from .tensor import device as Device
 from .autograd import Function, is_grad_enabled, no_grad
@@ -31,17 +31,18 @@ from .autograd import Function, is_grad_enabled, no_grad
 # %% ../nbs/04_ops.ipynb #a439eea8
 def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     if a == b: return a
-    fa, fb = a.kind == "f", b.kind == "f"
-    if fa and fb: return float64
+    fa, fb = is_floating(a), is_floating(b)
+    if fa and fb: return float32 if a.itemsize == b.itemsize else (a if a.itemsize > b.itemsize else b)   # float16 with bfloat16: float32
     if fa or fb: return a if fa else b
     return np.promote_types(a, b)          # integers and bools: the smallest type holding both (uint8 and int8 give int16), as PyTorch
 
 def _scalar(v, like: Tensor) -> Tensor:
     dt = like.dtype
-    if isinstance(v, float) and dt.kind != "f": dt = get_default_dtype()
+    if isinstance(v, float) and not is_floating(dt): dt = get_default_dtype()
+    elif dt.itemsize == 2 and is_floating(dt): dt = float32          # kept in float32 for the opmath below
     return Tensor(np.asarray(v, dt))
 
-def _category(dt: np.dtype) -> int: return 2 if dt.kind == "f" else (1 if dt.kind in "iu" else 0)
+def _category(dt: np.dtype) -> int: return 2 if is_floating(dt) else (1 if dt.kind in "iu" else 0)
 
 def promote_operands(a, b):
     "Two tensors of one dtype from tensors and/or Python numbers."
@@ -50,6 +51,9 @@ def promote_operands(a, b):
     if a.dtype != b.dtype:
         if (a.ndim == 0) != (b.ndim == 0) and _category(a.dtype) == _category(b.dtype):
             dt = b.dtype if a.ndim == 0 else a.dtype     # a 0-d tensor does not widen a dimensioned one of its kind (PyTorch)
+            scalar = a if a.ndim == 0 else b
+            if dt.itemsize == 2 and not scalar.requires_grad:     # with 16-bit floats a constant scalar joins in float32, not rounded
+                return (a.to(float32), b) if scalar is a else (a, b.to(float32))   # to 16 bits first (PyTorch's opmath)
         else: dt = _result_dtype(a.dtype, b.dtype)
         if a.dtype != dt: a = a.to(dt)
         if b.dtype != dt: b = b.to(dt)
@@ -61,7 +65,7 @@ def _const(x: Tensor) -> Tensor:
 
 def _float(x: Tensor) -> Tensor:
     "`x` itself if floating, else converted to the default float dtype (what PyTorch does for exp(int))."
-    return x if x.dtype.kind == "f" else x.to(get_default_dtype())
+    return x if is_floating(x.dtype) else x.to(get_default_dtype())
 
 # %% ../nbs/04_ops.ipynb #d3bfbbdd
 def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
@@ -94,7 +98,7 @@ class Cast(Function):
         ctx.dtype = x.dtype
         return Tensor(x.backend.cast(x._a, dtype))
     @staticmethod
-    def backward(ctx, g): return g.to(ctx.dtype) if ctx.dtype.kind == "f" else None
+    def backward(ctx, g): return g.to(ctx.dtype) if is_floating(ctx.dtype) else None
 
 class Clone(Function):
     @staticmethod
@@ -125,6 +129,8 @@ def to(self, *args, dtype=None, device=None, copy=False):
 Tensor.to = to
 Tensor.float = lambda self: self.to("float32")
 Tensor.double = lambda self: self.to("float64")
+Tensor.half = lambda self: self.to("float16")
+Tensor.bfloat16 = lambda self: self.to("bfloat16")
 Tensor.long = lambda self: self.to("int64")
 Tensor.int = lambda self: self.to("int32")
 Tensor.short = lambda self: self.to("int16")
@@ -150,10 +156,14 @@ class _LegacyTensorType(type):
         if len(args) != 1: raise TypeError(f"{cls.__name__}() takes data or a shape of ints, got {args!r}")
         return tensor(args[0], dtype=cls.dtype)
 
-def _legacy(name, dtype): return _LegacyTensorType(name, (), {"dtype": as_dtype(dtype), "__doc__": f"Tensors of dtype {dtype}, by PyTorch's legacy name."})
+def _legacy(name, dtype):
+    dtype = dtype if isinstance(dtype, MissingDtype) else as_dtype(dtype)
+    return _LegacyTensorType(name, (), {"dtype": dtype, "__doc__": f"Tensors of dtype {dtype}, by PyTorch's legacy name."})
 FloatTensor, DoubleTensor, LongTensor, IntTensor = _legacy("FloatTensor", "float32"), _legacy("DoubleTensor", "float64"), _legacy("LongTensor", "int64"), _legacy("IntTensor", "int32")
 ShortTensor, CharTensor, ByteTensor, BoolTensor = _legacy("ShortTensor", "int16"), _legacy("CharTensor", "int8"), _legacy("ByteTensor", "uint8"), _legacy("BoolTensor", "bool")
-_LEGACY = {t.dtype: t for t in (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)}
+HalfTensor = _legacy("HalfTensor", float16)
+BFloat16Tensor = _legacy("BFloat16Tensor", bfloat16)      # without ml_dtypes: made, but using it raises what to install
+_LEGACY = {t.dtype: t for t in (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor, HalfTensor, BFloat16Tensor)}
 
 def type_(self, dtype=None):
     "With no argument, the legacy type name ('minidl.FloatTensor'); else the tensor converted to `dtype` (a dtype, a legacy class or its name)."
@@ -386,7 +396,7 @@ def div(a, b):
 def pow(a, b):
     "a ** b (tensor or number exponent)."
     a, b = promote_operands(a, b)
-    if a.dtype.kind != "f" and b.dtype.kind != "f": return Tensor(broadcast_map("pow", a, b))
+    if not is_floating(a.dtype) and not is_floating(b.dtype): return Tensor(broadcast_map("pow", a, b))
     return Pow.apply(a, b)
 
 Tensor.__add__ = Tensor.add = add
@@ -402,7 +412,7 @@ Tensor.__pow__ = Tensor.pow = pow
 def neg(x):
     "-x."
     if x.dtype == bool_: raise TypeError("negation of a bool tensor is not supported; use ~ (logical not)")
-    return x * -1 if x.dtype.kind == "f" else Tensor(x.backend.map("neg", x._a))
+    return x * -1 if is_floating(x.dtype) else Tensor(x.backend.map("neg", x._a))
 Tensor.__neg__ = Tensor.neg = neg
 Tensor.__rpow__ = lambda self, o: pow(o, self)
 
@@ -615,7 +625,8 @@ Tensor.__iter__ = lambda self: (self[i] for i in range(len(self)))
 @numpy_aliases
 def mean(x, dim=None, keepdim=False):
     "Mean over `dim` (all when None); nan for an empty reduction, like PyTorch."
-    if x.dtype.kind != "f": raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
+    if not is_floating(x.dtype): raise TypeError(f"mean() needs a floating tensor, got {x.dtype}; use x.float().mean()")
+    if x.dtype.itemsize == 2: return mean(x.float(), dim, keepdim).to(x.dtype)     # a 16-bit sum overflows long before its mean does
     axes = reduce_axes(dim, x.ndim)
     n = math.prod(x.shape[a] for a in axes)
     return sum(x, axes, keepdim) / n if n else sum(x, axes, keepdim) * math.nan
@@ -933,7 +944,7 @@ def in_place(self: Tensor, fn, *args) -> Tensor:
         out = fn(self, *args)
     if out.shape != self.shape:
         raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(out.shape)}")
-    if self.dtype.kind != "f" and out.dtype.kind == "f" and out.dtype != self.dtype:
+    if not is_floating(self.dtype) and is_floating(out.dtype) and out.dtype != self.dtype:
         raise RuntimeError(f"result type {out.dtype} can't be cast to the desired output type {self.dtype}")
     self.backend.assign(self._a, out._a)
     self._version[0] += 1

@@ -12,13 +12,13 @@ import struct
 import warnings
 from pathlib import Path
 import numpy as np
-from .core import atomic_write_bytes
+from .core import MissingDtype, atomic_write_bytes, bfloat16
 from .tensor import Tensor
 
 # %% ../nbs/09_save.ipynb #0fef8210
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": bfloat16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
            "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_}
-_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items() if not isinstance(v, MissingDtype)}
 MAX_HEADER = 100 * 1024 * 1024
 _DIGEST, _UNSET = "minidl.sha256", "0" * 64       # the metadata entry holding the file's SHA-256, and its value while it is computed
 
@@ -73,6 +73,7 @@ def _entry(path, name, e) -> tuple:
     if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)): raise _invalid(path, f"{name!r} has a bad shape {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
         raise _invalid(path, f"{name!r} has bad data_offsets {offsets!r}")
+    if isinstance(_DTYPES[code], MissingDtype): raise _DTYPES[code].error()
     return np.dtype(_DTYPES[code]), tuple(shape), offsets[0], offsets[1]
 
 _PICKLED = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")    # torch.save's zip archive; a bare pickle

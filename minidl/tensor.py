@@ -11,7 +11,7 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
 # %% ../nbs/01_tensor.ipynb #63ac249b
 import numpy as np
 from .backend import backend_of, get_backend
-from .core import as_dtype, bool_, dtypes, generator_rng, get_default_dtype, int64
+from .core import as_dtype, bool_, dtypes, float32, float64, generator_rng, get_default_dtype, int64, is_floating, unit_uniform
 
 # %% ../nbs/01_tensor.ipynb #db1e64f8
 def element_strides(a: np.ndarray) -> tuple:
@@ -110,7 +110,7 @@ class Tensor:
         return self._requires_grad
     @requires_grad.setter
     def requires_grad(self, value):
-        if value and self._a.dtype.kind != "f":
+        if value and not is_floating(self._a.dtype):
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got {self._a.dtype}")
         self._requires_grad = bool(value)
 
@@ -134,7 +134,7 @@ class Tensor:
         return s if dim is None else s[wrap_dim(dim, self.ndim)]
     def is_contiguous(self): return self._a.flags.c_contiguous
     def element_size(self): return self._a.itemsize
-    def is_floating_point(self): return self._a.dtype.kind == "f"
+    def is_floating_point(self): return is_floating(self._a.dtype)
     def __len__(self):
         if self.ndim == 0: raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
@@ -176,7 +176,7 @@ def tensor(data,                # a number, nested lists, a NumPy array or a Ten
     return _make(a.astype(dt, copy=False) if a.dtype != dt else a, device, requires_grad)
 
 def _make(a: np.ndarray, device=None, requires_grad=False) -> Tensor:
-    if requires_grad and a.dtype.kind != "f":
+    if requires_grad and not is_floating(a.dtype):
         raise RuntimeError(f"only floating point tensors can require gradients, got dtype {a.dtype}")
     return Tensor(a if device is None else move_array(a, device), requires_grad)
 
@@ -240,11 +240,13 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) ->
 # %% ../nbs/01_tensor.ipynb #8f31478e
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     "Uniform samples from [0, 1)."
-    return _make(generator_rng(generator).random(_size(size), dtype=_float_dtype(dtype)), device, requires_grad)
+    return _make(unit_uniform(generator_rng(generator), _size(size), _float_dtype(dtype)), device, requires_grad)
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     "Samples from the standard normal distribution."
-    return _make(generator_rng(generator).standard_normal(_size(size), dtype=_float_dtype(dtype)), device, requires_grad)
+    dt = _float_dtype(dtype)
+    a = generator_rng(generator).standard_normal(_size(size), dtype=dt if dt in (float32, float64) else float32)
+    return _make(a.astype(dt, copy=False), device, requires_grad)
 
 def randint(low, high=None, size=None, generator=None, dtype=None, device=None) -> Tensor:
     "Integers from `low` (default 0) to `high` (excluded): `randint(low, high, size)` or `randint(high, size)`, as in PyTorch."
@@ -336,6 +338,7 @@ def _float_format(a: np.ndarray, precision: int, sci_mode):
 
 def _repr(self):
     o, a = _print_options, move_array(self._a, cpu)
+    if a.dtype.name == "bfloat16": a = a.astype(np.float32)        # exact; NumPy's printer does not know ml_dtypes' type
     fmt = {"float_kind": _float_format(a, o["precision"], o["sci_mode"])} if a.dtype.kind == "f" else None
     body = np.array2string(a, separator=", ", prefix="tensor(", threshold=o["threshold"], edgeitems=o["edgeitems"],
                            max_line_width=o["linewidth"], formatter=fmt)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 import minidl
 from . import data, nn, optim
-from .core import atomic_write_bytes, manual_seed
+from .core import atomic_write_bytes, is_floating, manual_seed
 from .learner import DataLoaders, Learner, ProgressCallback, SaveModelCallback, accuracy
 from .models import MODELS, create_model
 
@@ -114,7 +114,7 @@ def evaluate(checkpoint, dataset=None, batch_size=256, print_fn=print) -> dict:
     if (list(in_shape), n_out) != (list(cfg["input_shape"]), cfg["n_out"]):
         raise ValueError(f"{checkpoint}: the model takes inputs of shape {tuple(cfg['input_shape'])} and predicts {cfg['n_out']} classes; "
                          f"dataset {dataset!r} has inputs of shape {in_shape} and {n_out} classes")
-    broken = {k: int((~np.isfinite(v.numpy())).sum()) for k, v in ckpt["model"].items() if v.dtype.kind == "f"}
+    broken = {k: int((~np.isfinite(v.numpy())).sum()) for k, v in ckpt["model"].items() if is_floating(v.dtype)}
     broken = {k: n for k, n in broken.items() if n}
     if broken: raise ValueError(f"{checkpoint}: the weights hold NaN or inf ({', '.join(f'{k}: {n}' for k, n in broken.items())}); the run that wrote them diverged")
     net = create_model(cfg["model"], in_shape, n_out); net.load_state_dict(ckpt["model"])

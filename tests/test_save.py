@@ -110,10 +110,24 @@ def test_a_deeply_nested_header_is_a_clear_error(tmp_path):
         load(p)
 
 def test_an_unsupported_dtype_is_named(tmp_path):
-    p = tmp_path / "bf16.safetensors"
-    _rewrite(p, {"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, bytes(4))
-    with pytest.warns(UserWarning, match="no minidl.sha256 digest"), pytest.raises(ValueError, match="tensor 'x' has dtype 'BF16', which minidl cannot load"):
+    p = tmp_path / "f8.safetensors"
+    _rewrite(p, {"x": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, bytes(2))
+    with pytest.warns(UserWarning, match="no minidl.sha256 digest"), pytest.raises(ValueError, match="tensor 'x' has dtype 'F8_E4M3', which minidl cannot load"):
         load(p)
+
+
+def test_16_bit_floats_keep_their_dtype_and_bits_and_read_as_safetensors_does(tmp_path):
+    from safetensors.numpy import load_file
+    import minidl
+    x = minidl.tensor([1.0, -2.5, 65504.0, 1e-7, float("nan")])
+    sd = {"h": x.half(), "b": x.bfloat16()}
+    minidl.save(sd, tmp_path / "m.safetensors")
+    back = minidl.load(tmp_path / "m.safetensors")
+    for k in sd:
+        assert back[k].dtype == sd[k].dtype
+        np.testing.assert_array_equal(back[k].numpy().view(np.uint16), sd[k].numpy().view(np.uint16))
+    theirs = load_file(tmp_path / "m.safetensors")                # safetensors' own reader: F16 as float16
+    np.testing.assert_array_equal(theirs["h"].view(np.uint16), sd["h"].numpy().view(np.uint16))
 
 
 def test_pytorch_calling_conventions(tmp_path):

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['sgd_update', 'adam_update', 'rmsprop_update', 'adagrad_update', 'adadelta_update', 'adamax_update', 'nadam_update',
-           'Optimizer', 'sgd_element', 'SGD', 'adam_element', 'Adam', 'AdamW', 'rmsprop_element', 'adagrad_element',
-           'RMSprop', 'Adagrad', 'adadelta_element', 'adamax_element', 'nadam_element', 'Adadelta', 'Adamax', 'NAdam',
-           'LRScheduler', 'LambdaLR', 'StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'LinearLR',
-           'OneCycleLR', 'clip_grad_norm_', 'clip_grad_value_', 'ConstantLR', 'PolynomialLR',
+           'hyper_type', 'Optimizer', 'sgd_element', 'SGD', 'adam_element', 'Adam', 'AdamW', 'rmsprop_element',
+           'adagrad_element', 'RMSprop', 'Adagrad', 'adadelta_element', 'adamax_element', 'nadam_element', 'Adadelta',
+           'Adamax', 'NAdam', 'LRScheduler', 'LambdaLR', 'StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR',
+           'LinearLR', 'OneCycleLR', 'clip_grad_norm_', 'clip_grad_value_', 'ConstantLR', 'PolynomialLR',
            'CosineAnnealingWarmRestarts', 'SequentialLR', 'ReduceLROnPlateau', 'parameters_to_vector',
            'vector_to_parameters']
 
@@ -16,6 +16,7 @@ import bisect
 import math
 from numba import njit
 from ..backend import UpdateRule
+from ..core import float32, is_floating
 from ..autograd import enable_grad, no_grad
 from ..ops import cat
 from ..tensor import Tensor, move_array, tensor
@@ -28,6 +29,10 @@ def _state_buffer(v: Tensor, p: Tensor):
 
 _HYPER = {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value", "weight_decay": "weight_decay value",
           "alpha": "alpha value", "lr_decay": "lr_decay value", "initial_accumulator_value": "initial_accumulator_value value"}
+
+def hyper_type(p: Tensor) -> type:
+    "The scalar type an update rule takes its hyper-parameters in: the parameter's, or float32 for a 16-bit float (its arithmetic runs in float32, and 0.999 or 1e-8 would not survive rounding to 16 bits)."
+    return float32.type if p.dtype.itemsize == 2 else p.dtype.type
 
 def _check_hyper(group: dict):
     "PyTorch's checks on a group's hyper-parameters, with its messages: each must be >= 0 (NaN fails too), each beta in [0, 1)."
@@ -52,7 +57,7 @@ class Optimizer:
         for p in group["params"]:
             if not isinstance(p, Tensor): raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
             if p.grad_fn is not None: raise ValueError("can't optimize a non-leaf Tensor (use .detach().requires_grad_() to make a leaf)")
-            if p.dtype.kind != "f": raise TypeError(f"optimizer can only optimize floating tensors, got {p.dtype}")
+            if not is_floating(p.dtype): raise TypeError(f"optimizer can only optimize floating tensors, got {p.dtype}")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]): raise ValueError("some parameters appear in more than one parameter group")
         for k, v in self.defaults.items(): group.setdefault(k, v)
@@ -158,7 +163,7 @@ class SGD(Optimizer):
         if group["maximize"]: g = B.map("neg", g)
         first = "momentum_buffer" not in self.state.get(p, {})
         buf = self._buffer(p, "momentum_buffer") if group["momentum"] else B.empty((0,), p.dtype)
-        t = p.dtype.type
+        t = hyper_type(p)
         B.update(sgd_update, (flat, g, buf), (t(group["lr"]), t(group["momentum"]), t(group["dampening"]), t(group["weight_decay"]), group["nesterov"], first))
 
 # %% ../../nbs/07_optim.ipynb #9c0f270e
@@ -198,7 +203,7 @@ class Adam(Optimizer):
         if group["maximize"]: g = B.map("neg", g)
         st = self.state.setdefault(p, {})
         st["step"] = st.get("step", 0) + 1
-        (b1, b2), t = group["betas"], p.dtype.type
+        (b1, b2), t = group["betas"], hyper_type(p)
         m, v = self._buffer(p, "exp_avg"), self._buffer(p, "exp_avg_sq")
         vmax = self._buffer(p, "max_exp_avg_sq") if group["amsgrad"] else B.empty((0,), p.dtype)
         B.update(adam_update, (flat, g, m, v, vmax), (t(group["lr"]), t(b1), t(b2), t(group["eps"]), t(group["weight_decay"]),
@@ -252,7 +257,7 @@ class RMSprop(Optimizer):
         B = p.backend
         if group["maximize"]: g = B.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
-        t, empty = p.dtype.type, B.empty((0,), p.dtype)
+        t, empty = hyper_type(p), B.empty((0,), p.dtype)
         B.update(rmsprop_update, (flat, g, self._buffer(p, "square_avg"), self._buffer(p, "grad_avg") if group["centered"] else empty,
                                   self._buffer(p, "momentum_buffer") if group["momentum"] > 0 else empty),
                  (t(group["lr"]), t(group["alpha"]), t(group["eps"]), t(group["weight_decay"]), t(group["momentum"]), group["centered"]))
@@ -264,7 +269,7 @@ class Adagrad(Optimizer):
     def _update(self, group, p, flat, g):
         if group["maximize"]: g = p.backend.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
-        t = p.dtype.type
+        t = hyper_type(p)
         clr = group["lr"] / (1 + (st["step"] - 1) * group["lr_decay"])
         p.backend.update(adagrad_update, (flat, g, self._buffer(p, "sum", group["initial_accumulator_value"])), (t(clr), t(group["eps"]), t(group["weight_decay"])))
 
@@ -320,7 +325,7 @@ class Adadelta(Optimizer):
     def _update(self, group, p, flat, g):
         if group["maximize"]: g = p.backend.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
-        t = p.dtype.type
+        t = hyper_type(p)
         p.backend.update(adadelta_update, (flat, g, self._buffer(p, "square_avg"), self._buffer(p, "acc_delta")),
                          (t(group["lr"]), t(group["rho"]), t(group["eps"]), t(group["weight_decay"])))
 
@@ -331,7 +336,7 @@ class Adamax(Optimizer):
     def _update(self, group, p, flat, g):
         if group["maximize"]: g = p.backend.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = st.get("step", 0) + 1
-        (b1, b2), t = group["betas"], p.dtype.type
+        (b1, b2), t = group["betas"], hyper_type(p)
         p.backend.update(adamax_update, (flat, g, self._buffer(p, "exp_avg"), self._buffer(p, "exp_inf")),
                          (t(group["lr"] / (1 - b1 ** st["step"])), t(b1), t(b2), t(group["eps"]), t(group["weight_decay"])))
 
@@ -344,7 +349,7 @@ class NAdam(Optimizer):
     def _update(self, group, p, flat, g):
         if group["maximize"]: g = p.backend.map("neg", g)
         st = self.state.setdefault(p, {}); st["step"] = step = st.get("step", 0) + 1
-        (b1, b2), lr, psi, t = group["betas"], group["lr"], group["momentum_decay"], p.dtype.type
+        (b1, b2), lr, psi, t = group["betas"], group["lr"], group["momentum_decay"], hyper_type(p)
         mu, mu_next = b1 * (1 - 0.5 * 0.96 ** (step * psi)), b1 * (1 - 0.5 * 0.96 ** ((step + 1) * psi))
         st["mu_product"] = prod = st.get("mu_product", 1.0) * mu
         c_grad, c_avg = lr * (1 - mu) / (1 - prod), lr * mu_next / (1 - prod * mu_next)
