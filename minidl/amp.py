@@ -6,7 +6,7 @@
 __all__ = ['LOWER_PRECISION', 'FLOAT32', 'FLOAT32_CUDA', 'PROMOTE', 'autocasting', 'autocast', 'is_autocast_enabled',
            'get_autocast_dtype', 'GradScaler', 'MixedPrecision']
 
-# %% ../nbs/21_mixed_precision.ipynb #d75dc0f4
+# %% ../nbs/21_mixed_precision.ipynb #45d3b76c
 import functools
 import sys
 import warnings
@@ -16,7 +16,7 @@ from .core import as_dtype, float16, float32, float64, is_floating
 from .learner import Callback, CancelStepException
 from .tensor import Tensor, tensor
 
-# %% ../nbs/21_mixed_precision.ipynb #76140a33
+# %% ../nbs/21_mixed_precision.ipynb #906c59b3
 LOWER_PRECISION = ("matmul", "bmm", "baddbmm", "addmm", "einsum", "linear", "conv1d", "conv2d", "conv_transpose2d",
                    "scaled_dot_product_attention")
 "Ops that autocast runs in the 16-bit dtype, on every device."
@@ -30,7 +30,7 @@ FLOAT32_CUDA = ("exp", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "asin"
 PROMOTE = ("cat", "stack")
 "Ops whose floating inputs autocast converts to the widest dtype among them."
 
-# %% ../nbs/21_mixed_precision.ipynb #a4cef164
+# %% ../nbs/21_mixed_precision.ipynb #ae705cd1
 _AUTOCAST = {}        # device type ('cpu', 'cuda') -> the 16-bit dtype autocast uses there; empty while autocast is off
 
 def _eligible(x) -> bool:
@@ -67,7 +67,7 @@ def autocasting(fn, policy: str):
     op.autocast_policy = policy
     return op
 
-# %% ../nbs/21_mixed_precision.ipynb #cff53b78
+# %% ../nbs/21_mixed_precision.ipynb #0c955bdf
 _HOMES = (ops, more_ops, layers, conv, attention)          # the modules that define the listed ops
 
 def _replace(old, new):
@@ -99,7 +99,12 @@ def _install():
 
 _install()
 
-# %% ../nbs/21_mixed_precision.ipynb #bad3c601
+# %% ../nbs/21_mixed_precision.ipynb #19a2e3db
+def _cuda_usable() -> bool:
+    "Whether tensors can live on 'cuda': a real GPU, or numba's simulator standing in for one."
+    from minidl import cuda                    # imported on use: it loads numba.cuda
+    return cuda.is_available() or cuda.simulated()
+
 class autocast:
     "Run the listed ops on `device_type` ('cpu' or 'cuda') in `dtype` (float16 or bfloat16) inside a `with` block or a decorated function."
     def __init__(self, device_type: str, dtype=None, enabled: bool = True, cache_enabled=None):
@@ -110,10 +115,8 @@ class autocast:
         if self.enabled and not (self.fast_dtype.itemsize == 2 and is_floating(self.fast_dtype)):
             warnings.warn(f"In {device_type} autocast, but the target dtype {self.fast_dtype} is not supported (float16 or bfloat16). Disabling autocast.")
             self.enabled = False
-        if self.enabled and device_type == "cuda":
-            from minidl import cuda
-            if not cuda.is_available():
-                warnings.warn("User provided device_type of 'cuda', but CUDA is not available. Disabling"); self.enabled = False
+        if self.enabled and device_type == "cuda" and not _cuda_usable():
+            warnings.warn("User provided device_type of 'cuda', but CUDA is not available. Disabling"); self.enabled = False
     def __enter__(self):
         self._saved = _AUTOCAST.get(self.device_type)
         if self.enabled: _AUTOCAST[self.device_type] = self.fast_dtype
@@ -136,17 +139,15 @@ def get_autocast_dtype(device_type: str):
     "The 16-bit dtype autocast uses on `device_type` (its default when autocast is off, as in PyTorch)."
     return _AUTOCAST.get(device_type) or as_dtype("float16" if device_type == "cuda" else "bfloat16")
 
-# %% ../nbs/21_mixed_precision.ipynb #d1148aff
+# %% ../nbs/21_mixed_precision.ipynb #681e0c57
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
 class GradScaler:
     "Dynamic loss scaling for 16-bit training, with PyTorch's API and defaults."
     def __init__(self, device: str = "cuda", init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
                  growth_interval: int = 2000, enabled: bool = True):
-        if device == "cuda" and enabled:
-            from minidl import cuda
-            if not cuda.is_available():
-                warnings.warn("minidl.amp.GradScaler is enabled, but CUDA is not available. Disabling."); enabled = False
+        if device == "cuda" and enabled and not _cuda_usable():
+            warnings.warn("minidl.amp.GradScaler is enabled, but CUDA is not available. Disabling."); enabled = False
         self._device, self._enabled = device, enabled
         if enabled:
             if growth_factor <= 1.0: raise ValueError("The growth factor must be > 1.0.")
@@ -245,7 +246,7 @@ class GradScaler:
         self._growth_interval, self._init_growth_tracker = int(state_dict["growth_interval"]), int(state_dict["_growth_tracker"])
         if self._scale is not None: self._scale, self._growth_tracker = np.float32(self._init_scale), self._init_growth_tracker
 
-# %% ../nbs/21_mixed_precision.ipynb #2b15d810
+# %% ../nbs/21_mixed_precision.ipynb #e088b237
 class MixedPrecision(Callback):
     "Train in mixed precision: each batch's forward pass and loss under autocast in `dtype`; float16's gradients scaled by a `GradScaler`."
     order = 10

@@ -39,21 +39,23 @@ def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
 def _scalar(v, like: Tensor) -> Tensor:
     dt = like.dtype
     if isinstance(v, float) and not is_floating(dt): dt = get_default_dtype()
+    elif dt == bool_ and not isinstance(v, bool): dt = int64                # bool tensor * 2: int64, as PyTorch
     elif dt.itemsize == 2 and is_floating(dt): dt = float32          # kept in float32 for the opmath below
     return Tensor(np.asarray(v, dt))
 
 def _category(dt: np.dtype) -> int: return 2 if is_floating(dt) else (1 if dt.kind in "iu" else 0)
 
-def promote_operands(a, b):
-    "Two tensors of one dtype from tensors and/or Python numbers."
+def promote_operands(a, b, opmath=True):
+    """Two tensors of one dtype from tensors and/or Python numbers. With a 16-bit float tensor, a constant scalar stays
+    float32 (`opmath`, as PyTorch's mul and div keep it) unless `opmath=False` (PyTorch's add and sub round it to 16 bits)."""
     if not isinstance(a, Tensor): a = _scalar(a, b) if isinstance(a, (int, float, bool)) else tensor(a)
     if not isinstance(b, Tensor): b = _scalar(b, a) if isinstance(b, (int, float, bool)) else tensor(b)
     if a.dtype != b.dtype:
         if (a.ndim == 0) != (b.ndim == 0) and _category(a.dtype) == _category(b.dtype):
             dt = b.dtype if a.ndim == 0 else a.dtype     # a 0-d tensor does not widen a dimensioned one of its kind (PyTorch)
             scalar = a if a.ndim == 0 else b
-            if dt.itemsize == 2 and not scalar.requires_grad:     # with 16-bit floats a constant scalar joins in float32, not rounded
-                return (a.to(float32), b) if scalar is a else (a, b.to(float32))   # to 16 bits first (PyTorch's opmath)
+            if opmath and dt.itemsize == 2 and not scalar.requires_grad:   # a constant scalar joins 16-bit floats in float32
+                return (a.to(float32), b) if scalar is a else (a, b.to(float32))
         else: dt = _result_dtype(a.dtype, b.dtype)
         if a.dtype != dt: a = a.to(dt)
         if b.dtype != dt: b = b.to(dt)
@@ -386,8 +388,8 @@ class Pow(Function):
             gb = unbroadcast(g * out * safe_log, b.shape)
         return ga, gb
 
-def add(a, b): "a + b with broadcasting."; return Add.apply(*promote_operands(a, b))
-def sub(a, b): "a - b with broadcasting."; return Sub.apply(*promote_operands(a, b))
+def add(a, b): "a + b with broadcasting."; return Add.apply(*promote_operands(a, b, opmath=False))
+def sub(a, b): "a - b with broadcasting."; return Sub.apply(*promote_operands(a, b, opmath=False))
 def mul(a, b): "a * b with broadcasting."; return Mul.apply(*promote_operands(a, b))
 def div(a, b):
     "a / b (true division: integer inputs give floats)."
