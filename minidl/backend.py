@@ -195,7 +195,9 @@ def _update_in_float32(update):
 def _wrap_arithmetic(cls):
     "Every backend class: its arithmetic primitives run 16-bit floats in float32."
     for name in ARITHMETIC:
-        if name in vars(cls): setattr(cls, name, computes_in_float32(vars(cls)[name]))
+        fn = vars(cls).get(name)
+        if isinstance(fn, staticmethod): setattr(cls, name, staticmethod(computes_in_float32(fn.__func__)))
+        elif fn is not None: setattr(cls, name, computes_in_float32(fn))
     if "update" in vars(cls): cls.update = _update_in_float32(vars(cls)["update"])
 
 Backend.__init_subclass__ = classmethod(_wrap_arithmetic)
