@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRIMITIVES', 'OPS', 'ARITHMETIC', 'cpu_backend', 'Backend', 'UpdateRule', 'missing_primitives', 'implement',
-           'register', 'get_backend', 'backend_of', 'computes_in_float32', 'CPUBackend']
+           'register', 'get_backend', 'backend_of', 'computes_in_float32', 'float_bits_to_half', 'half_bits_to_float',
+           'float32_to_float16', 'float16_to_float32', 'CPUBackend']
 
 # %% ../nbs/02b_backend.ipynb #2faee92e
 import functools
@@ -12,8 +13,9 @@ import importlib
 import warnings
 from typing import Callable, NamedTuple
 import numpy as np
+from numba import njit, prange
 from . import kernels as K
-from .core import default_generator, float32, float64, is_floating
+from .core import default_generator, float16, float32, is_floating, unit_uniform
 
 # %% ../nbs/02b_backend.ipynb #12b5e69b
 class Backend:
@@ -166,16 +168,27 @@ def _half(x) -> bool:
     dt = getattr(x, "dtype", None)
     return dt is not None and dt.itemsize == 2 and is_floating(dt)
 
+_PLAIN = {str, int, float, bool, tuple, type(None)}      # argument types that are never 16-bit floats
+
+def _half_dtype(args):
+    "The 16-bit float dtype of the first such array or scalar in `args`, else None (this runs on every primitive call)."
+    for x in args:
+        t = type(x)
+        if t is np.ndarray:
+            if x.itemsize == 2 and is_floating(x.dtype): return x.dtype
+        elif t not in _PLAIN and _half(x): return x.dtype
+    return None
+
 def _widen(x):
     if not _half(x): return x
-    return x.astype(float32) if isinstance(x, (np.ndarray, np.generic)) else backend_of(x).cast(x, float32)
+    return x.astype(float32) if isinstance(x, np.generic) else backend_of(x).cast(x, float32)
 
 def computes_in_float32(fn):
     """`fn`, a primitive, made to run on 16-bit floats (PyTorch's *opmath*): their arrays are widened to float32, and every
     float32 array it returns is rounded back to the 16-bit dtype. Calls without 16-bit floats go straight through."""
     @functools.wraps(fn)
     def primitive(*args):
-        low = next((x.dtype for x in args if _half(x)), None)
+        low = _half_dtype(args)
         if low is None: return fn(*args)
         out = fn(*map(_widen, args))
         narrow = lambda r: backend_of(r).cast(r, low) if getattr(r, "dtype", None) == float32 else r
@@ -202,6 +215,54 @@ def _wrap_arithmetic(cls):
 
 Backend.__init_subclass__ = classmethod(_wrap_arithmetic)
 
+# %% ../nbs/02b_backend.ipynb #4a4d0914
+@njit(cache=True, inline="always")
+def float_bits_to_half(f):
+    "float32 bits (a uint32) → float16 bits: round to nearest, ties to even; past 65504 → inf; NaN stays NaN."
+    sign, a = (f >> 16) & 0x8000, f & 0x7FFFFFFF
+    if a >= 0x7F800000: return sign | (0x7E00 if a > 0x7F800000 else 0x7C00)     # NaN (quiet), inf
+    if a >= 0x38800000:                                   # |x| ≥ 2^-14: a normal float16, or overflow to inf
+        a = (a + 0xC8000FFF + ((a >> 13) & 1)) & 0xFFFFFFFF   # exponent 127 → 15 (mod 2^32) and the rounding, in one add
+        return sign | min(a >> 13, 0x7C00)
+    e = a >> 23
+    if e < 102: return sign                               # below half the smallest subnormal: ±0
+    m, s = (a & 0x7FFFFF) | 0x800000, 126 - e             # a subnormal float16: the significand shifted right by s
+    q, r, half = m >> s, m & ((1 << s) - 1), 1 << (s - 1)
+    return sign | (q + (1 if r > half or (r == half and q & 1) else 0))
+
+@njit(cache=True, inline="always")
+def half_bits_to_float(h):
+    "float16 bits → float32 bits (exact)."
+    sign, e, m = (h & 0x8000) << 16, (h >> 10) & 0x1F, h & 0x3FF
+    if e == 0x1F: return sign | 0x7F800000 | (m << 13)    # inf, NaN
+    if e != 0: return sign | ((e + 112) << 23) | (m << 13)
+    if m == 0: return sign
+    e = 113                                               # a subnormal: normalise its leading bit
+    while not m & 0x400: m, e = m << 1, e - 1
+    return sign | (e << 23) | ((m & 0x3FF) << 13)
+
+@K.serial_and_parallel
+def _narrow_to_half(src, out):
+    for i in prange(src.size): out[i] = float_bits_to_half(np.uint32(src[i]))
+
+@K.serial_and_parallel
+def _widen_half(src, out):
+    for i in prange(src.size): out[i] = half_bits_to_float(np.uint32(src[i]))
+
+def float32_to_float16(x: np.ndarray) -> np.ndarray:
+    "A float32 array cast to float16, as NumPy casts it (bit for bit), by the kernel above."
+    x = x if x.flags.c_contiguous else x.copy()          # (np.ascontiguousarray would make a 0-d array 1-d)
+    out = np.empty(x.shape, np.uint16)
+    _narrow_to_half(x.size)(x.reshape(-1).view(np.uint32), out.reshape(-1))
+    return out.view(np.float16)
+
+def float16_to_float32(h: np.ndarray) -> np.ndarray:
+    "A float16 array cast to float32 (exact), by the kernel above."
+    h = h if h.flags.c_contiguous else h.copy()
+    out = np.empty(h.shape, np.uint32)
+    _widen_half(h.size)(h.reshape(-1).view(np.uint16), out.reshape(-1))
+    return out.view(np.float32)
+
 # %% ../nbs/02b_backend.ipynb #aefcd132
 _KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "relu_grad": K.relu_grad, "erf": K.erf, "gelu": K.gelu, "silu": K.silu,
             "leaky_relu": K.leaky_relu, "elu": K.elu, "softplus": K.softplus}
@@ -219,7 +280,9 @@ class CPUBackend(Backend):
 
     def cast(self, a, dtype):
         if a.dtype == dtype: return a
+        if a.dtype == float16 and type(a) is np.ndarray: a = float16_to_float32(a)           # exact; the kernels beat NumPy's casts
         if dtype.itemsize == 2 and is_floating(dtype) and a.dtype != float32: a = a.astype(float32)   # PyTorch rounds to 16 bits from float32
+        if dtype == float16 and type(a) is np.ndarray: return float32_to_float16(a)
         return a.astype(dtype)
     def copy(self, a): return a.copy()
     def is_contiguous(self, a): return a.flags.c_contiguous
@@ -262,7 +325,7 @@ class CPUBackend(Backend):
     def log_softmax(self, a, axis): return K.log_softmax(a, axis)
     def logsumexp(self, a, axis): return K.logsumexp(a, axis)
     def scaled_exp(self, x, scale): return K.scaled_exp(x, scale)
-    def uniform(self, shape, dtype): return self.cast(default_generator().random(shape), dtype)
+    def uniform(self, shape, dtype): return unit_uniform(default_generator(), shape, dtype)
     def update(self, rule, arrays, hyper): rule.cpu_loop(*arrays, *hyper)
 
 cpu_backend = register(CPUBackend())
