@@ -162,3 +162,30 @@ def test_reduce_on_plateau_follows_pytorch(kw):
     for m in metrics:
         s.step(m); ts.step(m)
         assert abs(opt.param_groups[0]["lr"] - topt.param_groups[0]["lr"]) < 1e-12
+
+
+def test_lbfgs_follows_pytorchs_iterates_and_fits_a_logistic_regression_as_it_does():
+    import torch
+    def rosen(x): return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    for search in (None, "strong_wolfe"):
+        x, tx = minidl.tensor([-1.5, 2.0], dtype="float64", requires_grad=True), torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
+        opt, topt = minidl.optim.LBFGS([x], history_size=7, max_iter=15, line_search_fn=search), torch.optim.LBFGS([tx], history_size=7, max_iter=15, line_search_fn=search)
+        for _ in range(4):
+            def closure(): opt.zero_grad(); loss = rosen(x); loss.backward(); return loss
+            def tclosure(): topt.zero_grad(); loss = rosen(tx); loss.backward(); return loss
+            np.testing.assert_allclose(opt.step(closure).item(), topt.step(tclosure).item(), rtol=1e-7, atol=1e-15)   # the same arithmetic up to
+            np.testing.assert_allclose(x.detach().numpy(), tx.detach().numpy(), rtol=1e-7, atol=1e-10)     # float64 rounding
+            assert opt.state[x]["func_evals"] == topt.state[tx]["func_evals"] and opt.state[x]["n_iter"] == topt.state[tx]["n_iter"]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)).astype(np.float32); y = (X @ rng.standard_normal(6) > 0.3).astype(np.int64)
+    minidl.manual_seed(0); m = minidl.nn.Linear(6, 2)
+    tm = torch.nn.Linear(6, 2); tm.load_state_dict({k: torch.tensor(v.numpy()) for k, v in m.state_dict().items()})
+    opt, topt = minidl.optim.LBFGS(m.parameters(), line_search_fn="strong_wolfe"), torch.optim.LBFGS(tm.parameters(), line_search_fn="strong_wolfe")
+    Xm, ym, Xt, yt = minidl.tensor(X), minidl.tensor(y), torch.tensor(X), torch.tensor(y)
+    for _ in range(2):
+        opt.step(lambda: (opt.zero_grad(), loss := minidl.nn.functional.cross_entropy(m(Xm), ym), loss.backward(), loss)[-1])
+        topt.step(lambda: (topt.zero_grad(), loss := torch.nn.functional.cross_entropy(tm(Xt), yt), loss.backward(), loss)[-1])
+    final, tfinal = minidl.nn.functional.cross_entropy(m(Xm), ym).item(), torch.nn.functional.cross_entropy(tm(Xt), yt).item()
+    assert final < 0.05 and abs(final - tfinal) < 1e-2 * max(tfinal, 1e-3) + 1e-4
+    with pytest.raises(ValueError, match="doesn't support per-parameter options"):
+        minidl.optim.LBFGS([{"params": [m.weight]}, {"params": [m.bias]}])
