@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'Node', 'Function', 'backward', 'retain_grad',
-           'detach', 'requires_grad_', 'grad', 'GradcheckError', 'gradcheck', 'gradgradcheck', 'SVGDrawing',
-           'draw_graph']
+           'detach', 'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'GradcheckError', 'gradcheck',
+           'gradgradcheck', 'SVGDrawing', 'draw_graph']
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
 import contextlib
@@ -45,7 +45,7 @@ class Node:
     "A recorded op: the `Function`, where its inputs came from (`next`), and what it saved for backward."
     def __init__(self, fn):
         self.fn, self.next, self.needs_input_grad = fn, (), ()
-        self._saved, self._retained = (), None
+        self._saved, self._retained, self._hooks = (), None, None      # _hooks: those of the tensor this node made
 
     @property
     def name(self) -> str: return self.fn.__name__ + "Backward"
@@ -104,10 +104,14 @@ def _accumulate(store: dict, key, g):
 def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=None):
     """Propagate `grads` from `roots` (tensors) to the leaves. Leaf gradients are summed into `.grad`,
     or, when `capture` (a dict keyed by the tensors wanted) is given, into `capture` instead."""
-    pending, consumers, stack, seen = {}, {}, [], set()
+    pending, consumers, stack, seen, hooked_leaves = {}, {}, [], set(), {}
+    def to_leaf(leaf, g):
+        if leaf._hooks is None: return _deliver(leaf, g, capture)
+        held = hooked_leaves.setdefault(id(leaf), [leaf, None])      # a leaf with hooks: its hooks see the whole gradient, once
+        held[1] = g if held[1] is None else held[1] + g
     for t, g in zip(roots, grads):
         edge = _edge(t)
-        if isinstance(edge, Tensor): _deliver(edge, g, capture)
+        if isinstance(edge, Tensor): to_leaf(edge, g)
         elif edge is not None:
             _accumulate(pending, edge, g)
             if edge not in seen: seen.add(edge); stack.append(edge)
@@ -124,6 +128,7 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
         while ready:
             node = ready.pop()
             g = pending.pop(node)
+            if node._hooks: g = _run_hooks(node._hooks, g)
             if node in wanted: _accumulate(capture, wanted[node], g)
             if node._retained is not None and (t := node._retained()) is not None:
                 t.grad = g if t.grad is None else t.grad + g
@@ -132,11 +137,23 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
             if not retain_graph: node.free()
             for e, gi in zip(node.next, grads_in):
                 if e is None or gi is None: continue
-                if isinstance(e, Tensor): _deliver(e, gi, capture)
+                if isinstance(e, Tensor): to_leaf(e, gi)
                 else:
                     _accumulate(pending, e, gi)
                     consumers[e] -= 1
                     if consumers[e] == 0: ready.append(e)
+        for leaf, g in hooked_leaves.values(): _deliver(leaf, _run_hooks(leaf._hooks, g), capture)
+
+def _run_hooks(hooks: dict, g: Tensor) -> Tensor:
+    "`g` passed through each gradient hook in turn; a hook's non-None result replaces it."
+    for hook in list(hooks.values()):
+        out = hook(g)
+        if out is not None:
+            if not isinstance(out, Tensor) or out._shape != g._shape:
+                raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} returned {'a tensor of shape ' + str(tuple(out.shape)) if isinstance(out, Tensor) else type(out).__name__}; "
+                                   f"a gradient hook must return None or a tensor of the gradient's shape {tuple(g.shape)}")
+            g = out
+    return g
 
 def _deliver(leaf: Tensor, g: Tensor, capture):
     if g._shape != leaf._shape:
@@ -208,6 +225,24 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             raise RuntimeError("One of the differentiated Tensors appears to not have been used in the graph. "
                                "Set allow_unused=True if this is the desired behavior.")
     return tuple(capture[t] for t in inputs)
+
+# %% ../nbs/03_autograd.ipynb #80c74920
+class RemovableHandle:
+    "What registering a hook returns: `remove()` unregisters it (also on leaving a `with` block)."
+    def __init__(self, hooks: dict, key): self.hooks, self.key = hooks, key
+    def remove(self): self.hooks.pop(self.key, None)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.remove()
+
+def register_hook(self, hook) -> RemovableHandle:
+    "Call `hook(grad)` whenever the gradient with respect to this tensor is computed; a tensor it returns replaces the gradient."
+    if not self.requires_grad: raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    owner = self.grad_fn if self.grad_fn is not None else self
+    if owner._hooks is None: owner._hooks = {}
+    key = object(); owner._hooks[key] = hook
+    return RemovableHandle(owner._hooks, key)
+
+Tensor.register_hook = register_hook
 
 # %% ../nbs/03_autograd.ipynb #216e67ed
 class GradcheckError(RuntimeError):

@@ -5,22 +5,23 @@
 # %% auto #0
 __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MSELoss', 'L1Loss', 'SmoothL1Loss', 'BCELoss',
            'BCEWithLogitsLoss', 'ReLU6', 'Hardsigmoid', 'Hardswish', 'Mish', 'LogSigmoid', 'Softsign', 'HuberLoss',
-           'KLDivLoss', 'Parameter', 'RemovableHandle', 'Module', 'calculate_gain', 'uniform_', 'normal_', 'constant_',
-           'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_',
-           'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList', 'ModuleDict',
-           'GELU', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout', 'embedding', 'Embedding', 'layer_norm',
-           'LayerNorm', 'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss',
-           'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
-           'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
-           'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d',
-           'dropout2d', 'Dropout1d', 'Dropout2d', 'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance']
+           'KLDivLoss', 'Parameter', 'Module', 'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_',
+           'trunc_normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear',
+           'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList', 'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax',
+           'LogSoftmax', 'Dropout', 'dropout', 'embedding', 'Embedding', 'layer_norm', 'LayerNorm', 'BatchNormBase',
+           'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'smooth_l1_loss',
+           'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6', 'hardsigmoid', 'hardswish',
+           'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize', 'cosine_similarity', 'pairwise_distance',
+           'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d', 'dropout2d', 'Dropout1d', 'Dropout2d',
+           'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance', 'register_forward_pre_hook',
+           'register_forward_hook', 'register_full_backward_hook']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
 from collections import OrderedDict
 import numpy as np
 from . import ops
-from .autograd import Function, is_grad_enabled, no_grad
+from .autograd import Function, RemovableHandle, is_grad_enabled, no_grad
 from .core import as_dtype, default_generator, is_floating
 from .tensor import Tensor, move_array, device, ones, tensor, zeros
 
@@ -33,16 +34,12 @@ class Parameter(Tensor):
         super().__init__(t._a, requires_grad=requires_grad)           # shares the memory of a tensor it is given
     def __repr__(self): return "Parameter containing:\n" + super().__repr__()
 
-class RemovableHandle:
-    "Returned by `register_forward_hook`; `remove()` unregisters the hook."
-    def __init__(self, hooks: dict, key): self.hooks, self.key = hooks, key
-    def remove(self): self.hooks.pop(self.key, None)
-
 class Module:
     "Base class of every layer and model: subclass it, assign parameters and submodules in `__init__`, write `forward`."
     training: bool
     def __init__(self):
-        for name in ("_parameters", "_buffers", "_modules", "_forward_hooks"): object.__setattr__(self, name, OrderedDict())
+        for name in ("_parameters", "_buffers", "_modules", "_forward_pre_hooks", "_forward_hooks", "_backward_hooks"):
+            object.__setattr__(self, name, OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "training", True)
 
@@ -85,17 +82,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward(); define it in the subclass")
 
     def __call__(self, *args, **kwargs):
-        out = self.forward(*args, **kwargs)
-        for hook in list(self._forward_hooks.values()):
-            res = hook(self, args, out)
-            if res is not None: out = res
-        return out
-
-    def register_forward_hook(self, hook) -> RemovableHandle:
-        "Call `hook(module, inputs, output)` after every forward; a non-None return value replaces the output."
-        key = object()
-        self._forward_hooks[key] = hook
-        return RemovableHandle(self._forward_hooks, key)
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks: return self._call_with_hooks(args, kwargs)   # the section on hooks
+        return self.forward(*args, **kwargs)
 
 # %% ../nbs/06_nn.ipynb #e58f3eeb
 def _named_modules(self, prefix="", memo=None):
@@ -750,3 +738,93 @@ class PairwiseDistance(Module):
 
 HuberLoss = _loss_module("HuberLoss", huber_loss, {"reduction": "mean", "delta": 1.0})
 KLDivLoss = _loss_module("KLDivLoss", kl_div, {"reduction": "mean", "log_target": False})
+
+# %% ../nbs/06_nn.ipynb #b10a74da
+def _add_hook(store: OrderedDict, value, prepend: bool) -> RemovableHandle:
+    key = object(); store[key] = value
+    if prepend: store.move_to_end(key, last=False)
+    return RemovableHandle(store, key)
+
+def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False) -> RemovableHandle:
+    "Call `hook(module, args)` (with `with_kwargs`: `hook(module, args, kwargs)`) before each forward; a non-None result replaces the arguments."
+    return _add_hook(self._forward_pre_hooks, (hook, with_kwargs), prepend)
+
+def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False, always_call: bool = False) -> RemovableHandle:
+    "Call `hook(module, args, output)` (with `with_kwargs`: `hook(module, args, kwargs, output)`) after each forward; a non-None result replaces the output. `always_call`: also when forward raises (output None)."
+    return _add_hook(self._forward_hooks, (hook, with_kwargs, always_call), prepend)
+
+def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+    "Call `hook(module, grad_input, grad_output)` when the gradients with respect to the module's tensor inputs are computed; a non-None result (a tuple) replaces `grad_input`."
+    return _add_hook(self._backward_hooks, hook, prepend)
+
+Module.register_forward_pre_hook, Module.register_forward_hook = register_forward_pre_hook, register_forward_hook
+Module.register_full_backward_hook = register_full_backward_hook
+
+class _GradTap(Function):
+    "An identity (a copy, so in-place ops after it are safe) whose backward hands the gradient to `tap(g)` and passes on what it returns."
+    @staticmethod
+    def forward(ctx, x, tap): ctx.tap = tap; return Tensor(x.backend.copy(x._a))
+    @staticmethod
+    def backward(ctx, g): return ctx.tap(g), None
+
+class _BackwardHookCall:
+    "One forward call's bookkeeping for the full backward hooks: the outputs' gradients, then the inputs'."
+    def __init__(self, module, n_inputs: int, grad_pos):
+        self.module, self.n_inputs, self.grad_pos, self.grad_output = module, n_inputs, grad_pos, []
+
+    def tap_outputs(self, out):
+        outs = [out] if isinstance(out, Tensor) else list(out) if isinstance(out, (tuple, list)) else None
+        if outs is None: return out
+        tensors = [k for k, o in enumerate(outs) if isinstance(o, Tensor)]
+        self.grad_output = [None] * len(tensors)
+        for n, k in enumerate(tensors):
+            if outs[k].requires_grad: outs[k] = _GradTap.apply(outs[k], lambda g, n=n: self._output_grad(n, g))
+        return outs[0] if isinstance(out, Tensor) else type(out)(outs)
+
+    def _output_grad(self, n, g):
+        self.grad_output[n] = g
+        if self.grad_pos is None: self._call_hooks((None,) * self.n_inputs)     # no input needs a gradient: the hooks run now
+        return g
+
+    def input_grad(self, g):
+        grad_input = tuple(g if k == self.grad_pos else None for k in range(self.n_inputs))
+        return self._call_hooks(grad_input)[self.grad_pos]
+
+    def _call_hooks(self, grad_input):
+        for hook in list(self.module._backward_hooks.values()):
+            out = hook(self.module, grad_input, tuple(self.grad_output))
+            if out is not None:
+                out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+                if len(out) != len(grad_input):
+                    raise RuntimeError(f"backward hook returned {len(out)} gradients; expected {len(grad_input)}, one per tensor input of {type(self.module).__name__}")
+                grad_input = out
+        return grad_input
+
+def _call_with_hooks(self, args, kwargs):
+    for hook, with_kwargs in list(self._forward_pre_hooks.values()):
+        res = hook(self, args, kwargs) if with_kwargs else hook(self, args)
+        if res is not None:
+            if with_kwargs: args, kwargs = res
+            else: args = res if isinstance(res, tuple) else (res,)
+    call = None
+    if self._backward_hooks and is_grad_enabled():
+        tensors = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        needing = [k for k, i in enumerate(tensors) if args[i].requires_grad]
+        if len(needing) > 1:
+            raise NotImplementedError(f"{type(self).__name__}: full backward hooks need at most one tensor input that requires grad; "
+                                      f"this call has {len(needing)} (hook a module that takes one, or use Tensor.register_hook on each)")
+        call = _BackwardHookCall(self, len(tensors), needing[0] if needing else None)
+        if needing:
+            i = tensors[needing[0]]
+            args = (*args[:i], _GradTap.apply(args[i], call.input_grad), *args[i + 1:])
+    try: out = self.forward(*args, **kwargs)
+    except Exception:
+        for hook, with_kwargs, always in list(self._forward_hooks.values()):
+            if always: hook(self, args, kwargs, None) if with_kwargs else hook(self, args, None)
+        raise
+    for hook, with_kwargs, _ in list(self._forward_hooks.values()):
+        res = hook(self, args, kwargs, out) if with_kwargs else hook(self, args, out)
+        if res is not None: out = res
+    return call.tap_outputs(out) if call is not None else out
+
+Module._call_with_hooks = _call_with_hooks

@@ -84,7 +84,7 @@ def _check_grad(t, g):
 
 class Tensor:
     "An n-dimensional array that can record the operations applied to it, for automatic differentiation."
-    __slots__ = ("_a", "_requires_grad", "_grad", "grad_fn", "_version", "_base", "_retains_grad", "__weakref__")
+    __slots__ = ("_a", "_requires_grad", "_grad", "grad_fn", "_version", "_base", "_retains_grad", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
     def __init__(self, array: np.ndarray, requires_grad=False, _base=None):
@@ -95,6 +95,7 @@ class Tensor:
         self._base = _base                                   # the tensor whose memory this one views
         self._version = _base._version if _base is not None else [0]   # shared by all views
         self._retains_grad = False
+        self._hooks = None                                   # gradient hooks of a leaf (lesson 03)
 
     shape = property(lambda self: Size(self._a.shape), doc="The size of each dimension, a `Size` (a tuple).")
     _shape = property(lambda self: self._a.shape, doc="The shape as a plain tuple: what the ops' hot paths compare, without building a `Size`.")
