@@ -6,7 +6,7 @@
 __all__ = ['LOWER_PRECISION', 'FLOAT32', 'FLOAT32_CUDA', 'PROMOTE', 'autocasting', 'autocast', 'is_autocast_enabled',
            'get_autocast_dtype', 'GradScaler', 'MixedPrecision', 'saved_tensor_bytes']
 
-# %% ../nbs/21_mixed_precision.ipynb #43ad0393
+# %% ../nbs/21_mixed_precision.ipynb #a1ab22fa
 import functools
 import sys
 import warnings
@@ -16,7 +16,7 @@ from .core import as_dtype, float16, float32, float64, is_floating
 from .learner import Callback, CancelStepException
 from .tensor import Tensor, tensor
 
-# %% ../nbs/21_mixed_precision.ipynb #eec189e1
+# %% ../nbs/21_mixed_precision.ipynb #a7486e44
 LOWER_PRECISION = ("matmul", "bmm", "baddbmm", "addmm", "einsum", "linear", "conv1d", "conv2d", "conv_transpose2d",
                    "scaled_dot_product_attention")
 "Ops that autocast runs in the 16-bit dtype, on every device."
@@ -30,7 +30,7 @@ FLOAT32_CUDA = ("exp", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "asin"
 PROMOTE = ("cat", "stack")
 "Ops whose floating inputs autocast converts to the widest dtype among them."
 
-# %% ../nbs/21_mixed_precision.ipynb #f194fb7c
+# %% ../nbs/21_mixed_precision.ipynb #d77c8368
 _AUTOCAST = {}        # device type ('cpu', 'cuda') -> the 16-bit dtype autocast uses there; empty while autocast is off
 
 def _eligible(x) -> bool:
@@ -67,7 +67,7 @@ def autocasting(fn, policy: str):
     op.autocast_policy = policy
     return op
 
-# %% ../nbs/21_mixed_precision.ipynb #5a17aee2
+# %% ../nbs/21_mixed_precision.ipynb #0e6df3df
 _HOMES = (ops, more_ops, layers, conv, attention)          # the modules that define the listed ops
 
 def _replace(old, new):
@@ -99,7 +99,7 @@ def _install():
 
 _install()
 
-# %% ../nbs/21_mixed_precision.ipynb #cd7edf06
+# %% ../nbs/21_mixed_precision.ipynb #059279aa
 def _cuda_usable() -> bool:
     "Whether tensors can live on 'cuda': a real GPU, or numba's simulator standing in for one."
     from minidl import cuda                    # imported on use: it loads numba.cuda
@@ -139,7 +139,7 @@ def get_autocast_dtype(device_type: str):
     "The 16-bit dtype autocast uses on `device_type` (its default when autocast is off, as in PyTorch)."
     return _AUTOCAST.get(device_type) or as_dtype("float16" if device_type == "cuda" else "bfloat16")
 
-# %% ../nbs/21_mixed_precision.ipynb #cbaed6e7
+# %% ../nbs/21_mixed_precision.ipynb #3b9bae4f
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
 class GradScaler:
@@ -246,7 +246,7 @@ class GradScaler:
         self._growth_interval, self._init_growth_tracker = int(state_dict["growth_interval"]), int(state_dict["_growth_tracker"])
         if self._scale is not None: self._scale, self._growth_tracker = np.float32(self._init_scale), self._init_growth_tracker
 
-# %% ../nbs/21_mixed_precision.ipynb #6b6ddbab
+# %% ../nbs/21_mixed_precision.ipynb #388318b4
 class MixedPrecision(Callback):
     "Train in mixed precision: each batch's forward pass and loss under autocast in `dtype`; float16's gradients scaled by a `GradScaler`."
     order = 10
@@ -266,7 +266,7 @@ class MixedPrecision(Callback):
     def _leave_autocast(self):
         if self.autocast is not None: self.autocast.__exit__(); self.autocast = None
 
-# %% ../nbs/21_mixed_precision.ipynb #61c09ee6
+# %% ../nbs/21_mixed_precision.ipynb #1ccbed33
 def saved_tensor_bytes(t: Tensor) -> int:
     "Bytes of the arrays the autograd graph behind `t` keeps for its backward pass, each array counted once: the activation memory."
     arrays, seen, stack = {}, set(), [t.grad_fn]
