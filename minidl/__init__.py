@@ -14,7 +14,7 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empt
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor,
                         HalfTensor, BFloat16Tensor)
-from . import accelerator, amp, autograd, backends, conv, data, layers, nn, optim, text, utils
+from . import accelerator, amp, attr, autograd, backends, conv, data, layers, nn, optim, text, utils
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
