@@ -99,3 +99,22 @@ def test_two_inputs_and_additional_forward_args(twins):
     mine = A.IntegratedGradients(f).attribute((x, minidl.tensor(y)), target=tg, additional_forward_args=(2.0,), n_steps=10)
     theirs = C.IntegratedGradients(tf).attribute((tx, torch.tensor(y)), target=tg, additional_forward_args=(2.0,), n_steps=10)
     for m, t in zip(mine, theirs): same(m, t)
+
+
+def test_closed_forms():
+    "Cases whose answer is known without captum: IG of a linear model, Grad-CAM when every gradient is 1, occlusion of a sum."
+    w = minidl.tensor([[2.0, -1.0, 0.5]])
+    lin = lambda v: v @ w.T
+    x = minidl.tensor([[1.0, 2.0, 3.0]])
+    for method in ("gausslegendre", "riemann_middle", "riemann_right"):        # the integrand is constant: every rule whose weights sum to 1 is exact
+        np.testing.assert_allclose(A.IntegratedGradients(lin).attribute(x, n_steps=4, method=method).numpy(), [[2.0, -2.0, 1.5]], rtol=1e-6)
+    conv = nn.Conv2d(1, 2, 2, bias=False)
+    with minidl.no_grad(): conv.weight.fill_(1.0)
+    f = lambda v: conv(v).sum((1, 2, 3)).unsqueeze(1)                          # d out / d A = 1 everywhere: each channel weighs 1
+    img = minidl.arange(9.0).reshape(1, 1, 3, 3)
+    np.testing.assert_allclose(A.LayerGradCam(f, conv).attribute(img, target=0).numpy(), 2 * conv(img).detach().numpy()[:, :1], rtol=1e-6)
+    total = lambda v: v.sum((1, 2, 3)).unsqueeze(1)
+    a, drops, counts = np.arange(9.0).reshape(3, 3), np.zeros((3, 3)), np.zeros((3, 3))
+    for i in range(2):
+        for j in range(2): drops[i:i + 2, j:j + 2] += a[i:i + 2, j:j + 2].sum(); counts[i:i + 2, j:j + 2] += 1   # a window's drop: its sum
+    np.testing.assert_allclose(A.Occlusion(total).attribute(img, sliding_window_shapes=(1, 2, 2), target=0).numpy()[0, 0], drops / counts, rtol=1e-6)
