@@ -28,12 +28,18 @@ from .more_ops import (tan, sinh, cosh, asin, acos, atan, arcsin, arccos, arctan
                              trunc, round, floor_divide, remainder, isnan, isinf, isfinite, nan_to_num, isclose, allclose,
                              all, any, amax, amin, cumsum, cumprod, flip, index_select, sort, argsort, topk, median, narrow,
                              tril, triu, masked_fill, repeat_interleave, roll, t, outer, meshgrid, bmm, baddbmm, addmm,
-                             multinomial, bernoulli)
+                             multinomial, bernoulli, mm, mv, dot, diagonal, diag, trace, movedim, unbind, tile, atleast_1d,
+                             atleast_2d, hstack, vstack, unflatten, square, lerp, addcmul, addcdiv, logaddexp, hypot, frac, fmod,
+                             exp2, logit, xlogy, erfc, deg2rad, rad2deg, norm, nansum, nanmean, var_mean, std_mean, aminmax,
+                             count_nonzero, kthvalue, equal, masked_select, take, nonzero, argwhere, unique, bincount, searchsorted,
+                             isin, scatter, scatter_add, index_add, tril_indices, triu_indices, cartesian_prod, broadcast_tensors,
+                             broadcast_to, swapaxes, clamp_min, clamp_max)
 
 # %% ../nbs/99_namespace.ipynb #535d53ad
 import numpy as _np
 dtype = _np.dtype
 float, double, half, long, int, short, bool = float32, float64, float16, int64, int32, int16, bool_
+moveaxis, swapdims = movedim, swapaxes
 
 # %% ../nbs/99_namespace.ipynb #16945cc2
 def __getattr__(name):

@@ -7,17 +7,24 @@ __all__ = ['tan', 'sinh', 'cosh', 'asin', 'acos', 'atan', 'log2', 'log10', 'expm
            'trunc', 'round', 'floor_divide', 'Remainder', 'remainder', 'isnan', 'isinf', 'isfinite', 'nan_to_num',
            'all', 'any', 'isclose', 'allclose', 'AMax', 'amax', 'amin', 'index_select', 'flip', 'CumSum', 'cumsum',
            'CumProd', 'cumprod', 'sort', 'argsort', 'narrow', 'topk', 'median', 'tril', 'triu', 'masked_fill', 'repeat',
-           'repeat_interleave', 'roll', 't', 'outer', 'meshgrid', 'bmm', 'baddbmm', 'addmm', 'multinomial', 'bernoulli']
+           'repeat_interleave', 'roll', 't', 'outer', 'meshgrid', 'bmm', 'baddbmm', 'addmm', 'multinomial', 'bernoulli',
+           'clamp_min', 'clamp_max', 'mm', 'mv', 'dot', 'diagonal', 'diag', 'trace', 'movedim', 'unbind', 'tile',
+           'atleast_1d', 'atleast_2d', 'hstack', 'vstack', 'unflatten', 'square', 'lerp', 'addcmul', 'addcdiv',
+           'logaddexp', 'hypot', 'frac', 'fmod', 'exp2', 'logit', 'xlogy', 'erfc', 'deg2rad', 'rad2deg', 'norm',
+           'nansum', 'nanmean', 'var_mean', 'std_mean', 'aminmax', 'count_nonzero', 'kthvalue', 'equal',
+           'masked_select', 'take', 'nonzero', 'argwhere', 'unique', 'bincount', 'searchsorted', 'isin', 'scatter_add',
+           'scatter', 'index_add', 'tril_indices', 'triu_indices', 'cartesian_prod', 'broadcast_tensors',
+           'broadcast_to', 'swapaxes', 'detach_']
 
 # %% ../nbs/05b_more_ops.ipynb #7401fe7d
 import math
 from collections import namedtuple
 import numpy as np
 from .core import bool_, generator_rng, int64, is_floating
-from .tensor import Tensor, empty, full, ones, tensor, wrap_dim, zeros, zeros_like
+from .tensor import Tensor, arange, broadcast_shapes, empty, full, ones, tensor, wrap_dim, zeros, zeros_like
 from .autograd import Function
 from .ops import (broadcast_map, in_place, numpy_aliases, promote_operands, reduce_axes, unary_function, unbroadcast,
-                        cat, clamp, gather, matmul, where)
+                        Put, cat, clamp, erf, exp, flat_positions, gather, log, log1p, matmul, maximum, sign, stack, where)
 
 # %% ../nbs/05b_more_ops.ipynb #05eb78de
 tan = unary_function("Tan", "tan", lambda x, o: 1 + o * o, True, "Tangent.")
@@ -411,10 +418,283 @@ def _new(make):
 
 Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty = _new(zeros), _new(ones), _new(empty)
 Tensor.new_full, Tensor.new_tensor = _new(full), _new(tensor)
+def clamp_min(x, min): "`clamp(x, min=min)`."; return clamp(x, min=min)
+def clamp_max(x, max): "`clamp(x, max=max)`."; return clamp(x, max=max)
+
 Tensor.nelement = Tensor.numel
-Tensor.clamp_min = lambda self, min: clamp(self, min=min)
-Tensor.clamp_max = lambda self, max: clamp(self, max=max)
+Tensor.clamp_min, Tensor.clamp_max = clamp_min, clamp_max
 Tensor.all, Tensor.any, Tensor.amax, Tensor.amin = all, any, amax, amin
 Tensor.isnan, Tensor.isinf, Tensor.isfinite, Tensor.nan_to_num = isnan, isinf, isfinite, nan_to_num
 Tensor.isclose, Tensor.allclose = isclose, allclose
 Tensor.floor_divide, Tensor.remainder = floor_divide, remainder
+
+# %% ../nbs/05b_more_ops.ipynb #4832a505
+def _dims(x, n, what):
+    if x.ndim != n: raise RuntimeError(f"{what}: expected a {n}-D tensor, got shape {tuple(x.shape)}")
+
+def mm(a, b):
+    "The product of two matrices (2-D only; `matmul` broadcasts)."
+    _dims(a, 2, "mm (self)"); _dims(b, 2, "mm (mat2)"); return matmul(a, b)
+
+def mv(a, v):
+    "A matrix times a vector."
+    _dims(a, 2, "mv (self)"); _dims(v, 1, "mv (vec)"); return matmul(a, v)
+
+def dot(a, b):
+    "The dot product of two 1-D tensors of the same length."
+    _dims(a, 1, "dot (self)"); _dims(b, 1, "dot (other)")
+    if a.shape[0] != b.shape[0]: raise RuntimeError(f"dot: inconsistent tensor size, expected tensors of the same length, got {a.shape[0]} and {b.shape[0]}")
+    return (a * b).sum()
+
+def diagonal(x, offset=0, dim1=0, dim2=1):
+    "The diagonal `offset` above (below, if negative) the main one of the matrices in dims `dim1`, `dim2`, as the last dim."
+    d1, d2 = wrap_dim(dim1, x.ndim), wrap_dim(dim2, x.ndim)
+    m = x.movedim((d1, d2), (-2, -1))
+    rows, cols = m.shape[-2], m.shape[-1]
+    n = max(0, min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols))
+    i = np.arange(n) + max(0, -offset)
+    return m[..., i, i + offset]
+
+def diag(x, diagonal=0):
+    "A 1-D tensor as the `diagonal`-th diagonal of a square matrix of zeros; a 2-D tensor's `diagonal`-th diagonal."
+    if x.ndim == 2: return globals()["diagonal"](x, diagonal)
+    _dims(x, 1, "diag")
+    m = x.shape[0] + abs(diagonal)
+    i = arange(m, device=x.device)
+    on_diagonal = (i.unsqueeze(0) - i.unsqueeze(1)) == diagonal                    # column - row = diagonal
+    padded = cat([x, zeros(abs(diagonal), dtype=x.dtype, device=x.device)])
+    value = padded.unsqueeze(1) if diagonal >= 0 else padded.unsqueeze(0)          # above the main diagonal x[row], below it x[column]
+    return where(on_diagonal, value, zeros((), dtype=x.dtype, device=x.device))
+
+def trace(x): "The sum of a matrix's diagonal."; _dims(x, 2, "trace"); return diagonal(x).sum()
+
+def movedim(x, source, destination):
+    "`x` with the dims in `source` moved to the positions in `destination` (the others keep their order)."
+    src = [wrap_dim(d, x.ndim) for d in ((source,) if isinstance(source, int) else source)]
+    dst = [wrap_dim(d, x.ndim) for d in ((destination,) if isinstance(destination, int) else destination)]
+    if len(src) != len(dst): raise RuntimeError(f"movedim: source and destination must have the same number of dims, got {len(src)} and {len(dst)}")
+    rest = iter(d for d in range(x.ndim) if d not in src)
+    order = [src[dst.index(k)] if k in dst else next(rest) for k in range(x.ndim)]
+    return x.permute(*order)
+
+def unbind(x, dim=0):
+    "The slices of `x` along `dim`, as a tuple."
+    d = wrap_dim(dim, x.ndim)
+    return tuple(x[(slice(None),) * d + (i,)] for i in range(x.shape[d]))
+
+def tile(x, dims):
+    "`x` repeated `dims` times along each dim (leading ones added to whichever is shorter)."
+    dims = tuple(dims)
+    if len(dims) < x.ndim: dims = (1,) * (x.ndim - len(dims)) + dims
+    return repeat(x, *dims)
+
+def atleast_1d(x): return x.reshape(1) if x.ndim == 0 else x
+def atleast_2d(x): return x.reshape(1, -1) if x.ndim < 2 else x
+def hstack(tensors): ts = [atleast_1d(t) for t in tensors]; return cat(ts, 0 if ts[0].ndim == 1 else 1)
+def vstack(tensors): return cat([atleast_2d(t) for t in tensors], 0)
+def unflatten(x, dim, sizes):
+    "`x` with dim `dim` split into `sizes` (one may be -1)."
+    d = wrap_dim(dim, x.ndim)
+    return x.reshape(*x.shape[:d], *sizes, *x.shape[d + 1:])
+
+def square(x): "x * x."; return x * x
+def lerp(start, end, weight): "start + weight · (end - start)."; return start + weight * (end - start)
+def addcmul(input, tensor1, tensor2, value=1): "input + value · tensor1 · tensor2."; return input + value * tensor1 * tensor2
+def addcdiv(input, tensor1, tensor2, value=1): "input + value · tensor1 / tensor2."; return input + value * tensor1 / tensor2
+def logaddexp(a, b):
+    "log(exp(a) + exp(b)), without overflow."
+    a, b = promote_operands(a, b)
+    m = maximum(a, b)
+    return m + log1p(exp(-(a - b).abs()))
+def hypot(a, b): "sqrt(a² + b²)."; return (a * a + b * b).sqrt()
+def frac(x): "The fractional part, x - trunc(x)."; return x - trunc(x)
+def fmod(a, b): "The remainder of a / b with the sign of a (C's fmod; `%` takes b's sign)."; a, b = promote_operands(a, b); return a - trunc(a / b) * b
+def exp2(x): "2 to the power x."; return 2.0 ** x
+def logit(x, eps=None):
+    "log(x / (1 - x)), with x clamped to [eps, 1 - eps] when `eps` is given."
+    if eps is not None: x = clamp(x, eps, 1 - eps)
+    return (x / (1 - x)).log()
+def xlogy(x, y): "x · log(y), and 0 where x is 0 (even where y is 0)."; x, y = promote_operands(x, y); return where(x == 0, zeros((), dtype=x.dtype, device=x.device), x * y.log())
+def erfc(x): "1 - erf(x)."; return 1 - erf(x)
+def deg2rad(x): return x * (math.pi / 180)
+def rad2deg(x): return x * (180 / math.pi)
+
+@numpy_aliases
+def norm(x, p="fro", dim=None, keepdim=False):
+    "The p-norm over `dim` (all when None): 'fro' and 2 the Euclidean norm, 1 the sum of magnitudes, inf the largest, any other p (Σ|x|^p)^(1/p)."
+    a = x.abs()
+    if p in ("fro", 2): return (x * x).sum(dim, keepdim=keepdim).sqrt() if dim is not None else (x * x).sum().sqrt()
+    if p == 1: return a.sum(dim, keepdim=keepdim) if dim is not None else a.sum()
+    if p in (math.inf, "inf"): return amax(a, () if dim is None else dim, keepdim)
+    if p in (-math.inf, "-inf"): return amin(a, () if dim is None else dim, keepdim)
+    return ((a ** p).sum(dim, keepdim=keepdim) if dim is not None else (a ** p).sum()) ** (1 / p)
+
+@numpy_aliases
+def nansum(x, dim=None, keepdim=False):
+    "The sum, NaNs counted as 0."
+    return where(isnan(x), zeros((), dtype=x.dtype, device=x.device), x).sum(dim, keepdim=keepdim) if dim is not None else \
+           where(isnan(x), zeros((), dtype=x.dtype, device=x.device), x).sum()
+
+@numpy_aliases
+def nanmean(x, dim=None, keepdim=False):
+    "The mean of the non-NaN values."
+    n = (~isnan(x)).sum(dim, keepdim=keepdim) if dim is not None else (~isnan(x)).sum()
+    return nansum(x, dim, keepdim) / n
+
+@numpy_aliases
+def var_mean(x, dim=None, unbiased=True, keepdim=False, correction=None):
+    "(variance, mean) over `dim`."
+    return x.var(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim) if dim is not None else x.mean()
+
+@numpy_aliases
+def std_mean(x, dim=None, unbiased=True, keepdim=False, correction=None):
+    "(standard deviation, mean) over `dim`."
+    return x.std(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim) if dim is not None else x.mean()
+
+_MinMax = namedtuple("aminmax", ["min", "max"])
+
+@numpy_aliases
+def aminmax(x, dim=None, keepdim=False):
+    "(smallest, largest) over `dim` (all when None), as a named pair."
+    return _MinMax(amin(x, () if dim is None else dim, keepdim), amax(x, () if dim is None else dim, keepdim))
+
+@numpy_aliases
+def count_nonzero(x, dim=None): "How many elements are not 0."; return (x != 0).sum(dim) if dim is not None else (x != 0).sum()
+
+_ValuesIndices = namedtuple("kthvalue", ["values", "indices"])
+
+@numpy_aliases
+def kthvalue(x, k, dim=-1, keepdim=False):
+    "The k-th smallest element along `dim` (k from 1) and its index."
+    d = wrap_dim(dim, x.ndim)
+    if not 1 <= k <= x.shape[d]: raise IndexError(f"kthvalue: k = {k} is out of range for dimension {d} of size {x.shape[d]}")
+    v, i = sort(x, d)
+    v, i = v.narrow(d, k - 1, 1), i.narrow(d, k - 1, 1)
+    return _ValuesIndices(v if keepdim else v.squeeze(d), i if keepdim else i.squeeze(d))
+
+def equal(a, b) -> bool: "Whether a and b have the same shape and elements."; return tuple(a.shape) == tuple(b.shape) and bool((a == b).all())
+
+def masked_select(x, mask): "The elements of `x` where `mask` (broadcast) holds, as a 1-D tensor."; x, mask = broadcast_tensors(x, mask); return x[mask]
+
+def take(x, index): "Elements of `x` at flat positions `index`, as if `x` were 1-D."; return x.reshape(-1)[index]
+
+def nonzero(x, as_tuple=False):
+    "The indices of the non-zero elements: an (n, ndim) int64 tensor, or with `as_tuple` one index tensor per dim (a copy to the host and back)."
+    where_ = np.argwhere(np.asarray(x.detach().cpu().numpy()) != 0)
+    if as_tuple: return tuple(tensor(where_[:, d].copy(), device=x.device) for d in range(max(x.ndim, 1)))
+    return tensor(where_.astype(np.int64), device=x.device).reshape(len(where_), x.ndim)
+
+def argwhere(x): "`nonzero(x)`."; return nonzero(x)
+
+def unique(x, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    "The distinct elements of `x`, sorted; optionally where each element went (`return_inverse`) and how many of each (a copy to the host and back)."
+    if dim is not None: raise NotImplementedError("unique(dim=...) is not in minidl: unique over slices needs row-wise comparison; use dim=None")
+    values, inverse, counts = np.unique(x.detach().cpu().numpy(), return_inverse=True, return_counts=True)
+    out = [tensor(values, device=x.device)]
+    if return_inverse: out.append(tensor(inverse.reshape(x.shape).astype(np.int64), device=x.device))
+    if return_counts: out.append(tensor(counts.astype(np.int64), device=x.device))
+    return out[0] if len(out) == 1 else tuple(out)
+
+def bincount(x, weights=None, minlength=0):
+    "How often each value 0, 1, … occurs in the non-negative int tensor `x` (summing `weights` instead of ones when given)."
+    if x.ndim != 1 or x.dtype.kind not in "iu": raise RuntimeError(f"bincount: expected a 1-D tensor of non-negative integers, got {x.dtype} of shape {tuple(x.shape)}")
+    if x.numel() and int(x.min()) < 0: raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    size = max(minlength, int(x.max()) + 1 if x.numel() else 0)
+    w = weights if weights is not None else ones(x.shape, dtype=int64, device=x.device)
+    return Tensor(x.backend.scatter_add(size, x._a, w._a))
+
+def searchsorted(sorted_sequence, values, right=False, side=None):
+    "For each value, the index where it would go in the sorted last dim of `sorted_sequence` ('left': before equal elements; `right`/'right': after)."
+    right = right or side == "right"
+    v = values if isinstance(values, Tensor) else tensor(values)
+    seq = sorted_sequence.unsqueeze(-2) if sorted_sequence.ndim > 1 else sorted_sequence
+    before = (seq <= v.unsqueeze(-1)) if right else (seq < v.unsqueeze(-1))         # one comparison per (value, element): O(n·m)
+    return before.sum(-1)
+
+def isin(elements, test_elements, invert=False):
+    "Where each element of `elements` occurs in `test_elements` (O(n·m) comparisons)."
+    t = test_elements if isinstance(test_elements, Tensor) else tensor(test_elements)
+    hit = any(elements.unsqueeze(-1) == t.reshape(-1), -1)
+    return ~hit if invert else hit
+
+def _scatter_positions(x, dim, index):
+    "The flat positions in `x` that `index` (along `dim`) addresses."
+    d = wrap_dim(dim, x.ndim)
+    if index.ndim != x.ndim: raise RuntimeError(f"scatter: index has {index.ndim} dims but self has {x.ndim}")
+    index.backend.check_range(index._a, 0, x.shape[d], f"scatter: index {{}} is out of bounds for dimension {d} with size {x.shape[d]}")
+    B = x.backend
+    pos = B.getitem(flat_positions(x), tuple(slice(0, s) if k != d else slice(None) for k, s in enumerate(index.shape)))
+    return B.take_along_axis(pos, index._a, d)
+
+def _source(src, index, x):
+    if not isinstance(src, Tensor): return full(tuple(index.shape), src, dtype=x.dtype, device=x.device)
+    return src[tuple(slice(0, s) for s in index.shape)]
+
+def scatter_add(x, dim, index, src):
+    "`x` with each `src[i, j, …]` added at the position `index[i, j, …]` names along `dim`."
+    return x + Put.apply(_source(src, index, x), _scatter_positions(x, dim, index), tuple(x.shape))
+
+def scatter(x, dim, index, src=None, value=None, reduce=None):
+    "`x` with `src` (or `value`) written at the positions `index` names along `dim` (with `reduce='add'`: added; repeated positions must not collide)."
+    if reduce == "add": return scatter_add(x, dim, index, src if src is not None else value)
+    if reduce is not None: raise ValueError(f"scatter: reduce must be None or 'add' in minidl, got {reduce!r}")
+    pos, s = _scatter_positions(x, dim, index), _source(src if src is not None else value, index, x)
+    written = Put.apply(ones(tuple(index.shape), dtype=x.dtype, device=x.device), pos, tuple(x.shape)) > 0
+    return where(written, Put.apply(s, pos, tuple(x.shape)), x)
+
+def index_add(x, dim, index, source, alpha=1):
+    "`x` with `alpha · source[…, k, …]` added at index `index[k]` along `dim`."
+    d = wrap_dim(dim, x.ndim)
+    full_index = index.reshape(*[1] * d, -1, *[1] * (x.ndim - d - 1)).expand(*source.shape)
+    return scatter_add(x, d, full_index, source * alpha if alpha != 1 else source)
+
+def tril_indices(row, col, offset=0, dtype=None, device=None):
+    "The (2, n) row and column indices of the lower triangle of a row × col matrix."
+    return tensor(np.stack(np.tril_indices(row, offset, col)).astype(np.int64), dtype=dtype, device=device)
+
+def triu_indices(row, col, offset=0, dtype=None, device=None):
+    "The (2, n) row and column indices of the upper triangle of a row × col matrix."
+    return tensor(np.stack(np.triu_indices(row, offset, col)).astype(np.int64), dtype=dtype, device=device)
+
+def cartesian_prod(*tensors):
+    "Every combination of one element from each 1-D tensor, as rows."
+    if len(tensors) == 1: return tensors[0]
+    return stack([g.reshape(-1) for g in meshgrid(*tensors, indexing="ij")], 1)
+
+def broadcast_tensors(*tensors):
+    "The tensors expanded to their common shape."
+    shape = broadcast_shapes(*[t.shape for t in tensors])
+    return tuple(t.expand(*shape) for t in tensors)
+
+def broadcast_to(x, shape): "`x` expanded to `shape`."; return x.expand(*shape)
+def swapaxes(x, axis0, axis1): "`transpose`, NumPy's name."; return x.transpose(axis0, axis1)
+
+def _inplace(fn): return lambda self, *args, **kwargs: in_place(self, lambda t, *a: fn(t, *a, **kwargs), *args)
+
+def detach_(self):
+    "Cut this tensor out of the graph, in place."
+    if self._base is not None and self.grad_fn is not None: raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+    self.grad_fn, self._requires_grad = None, False
+    return self
+
+Tensor.mm, Tensor.mv, Tensor.dot, Tensor.diagonal, Tensor.diag, Tensor.trace = mm, mv, dot, diagonal, diag, trace
+Tensor.movedim = Tensor.moveaxis = movedim
+Tensor.unbind, Tensor.tile, Tensor.unflatten, Tensor.square, Tensor.lerp = unbind, tile, unflatten, square, lerp
+Tensor.addcmul, Tensor.addcdiv, Tensor.logaddexp, Tensor.hypot, Tensor.frac, Tensor.fmod = addcmul, addcdiv, logaddexp, hypot, frac, fmod
+Tensor.exp2, Tensor.logit, Tensor.xlogy, Tensor.erfc, Tensor.deg2rad, Tensor.rad2deg = exp2, logit, xlogy, erfc, deg2rad, rad2deg
+Tensor.norm, Tensor.nansum, Tensor.nanmean, Tensor.aminmax, Tensor.count_nonzero, Tensor.kthvalue = norm, nansum, nanmean, aminmax, count_nonzero, kthvalue
+Tensor.equal, Tensor.masked_select, Tensor.take, Tensor.nonzero, Tensor.argwhere, Tensor.unique = equal, masked_select, take, nonzero, argwhere, unique
+Tensor.bincount, Tensor.isin = bincount, lambda self, test_elements, invert=False: isin(self, test_elements, invert)
+Tensor.scatter, Tensor.scatter_add, Tensor.index_add = scatter, scatter_add, index_add
+Tensor.broadcast_to, Tensor.swapaxes, Tensor.swapdims = broadcast_to, swapaxes, swapaxes
+Tensor.sgn = lambda self: sign(self)
+Tensor.detach_ = detach_
+for _name, _fn in dict(scatter_=scatter, scatter_add_=scatter_add, index_add_=index_add, addcmul_=addcmul, addcdiv_=addcdiv, lerp_=lerp,
+                       square_=square, exp_=exp, log_=log, abs_=lambda t: t.abs(), neg_=lambda t: -t, sqrt_=lambda t: t.sqrt(),
+                       relu_=lambda t: t.relu(), sigmoid_=lambda t: t.sigmoid(), tanh_=lambda t: t.tanh(), clamp_=clamp, clip_=clamp,
+                       nan_to_num_=nan_to_num, fmod_=fmod, frac_=frac).items():
+    setattr(Tensor, _name, _inplace(_fn))
+Tensor.is_cuda = property(lambda self: self.device.type == "cuda", doc="Whether the tensor lives on a CUDA GPU.")
+Tensor.nbytes = property(lambda self: self.numel() * self.element_size(), doc="Bytes of the tensor's elements.")
+Tensor.itemsize = property(lambda self: self.element_size(), doc="Bytes per element.")
+Tensor.ndimension = Tensor.dim

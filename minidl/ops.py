@@ -10,10 +10,10 @@ __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTenso
            'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as',
            'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
            'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign', 'leaky_relu', 'elu',
-           'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod',
-           'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
-           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp',
-           'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
+           'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean', 'var', 'StdFromVar',
+           'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat',
+           'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax',
+           'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -598,7 +598,7 @@ class Put(Function):
     @staticmethod
     def backward(ctx, gg): return Take.apply(gg, ctx.index)
 
-def _positions(x):
+def flat_positions(x):
     "The flat position of each element of `x`, as an int64 array on x's device."
     B = x.backend
     return B.reshape(B.arange(0, x.numel(), 1, int64), x.shape)
@@ -607,7 +607,7 @@ def _getitem(x, key):
     key, basic = _key(key)
     try:
         if basic: return Slice.apply(x, key)
-        return Take.apply(x, x.backend.getitem(_positions(x), key))
+        return Take.apply(x, x.backend.getitem(flat_positions(x), key))
     except IndexError as e: raise IndexError(f"{e} (indexing a tensor of shape {tuple(x.shape)})") from None
 
 def gather(x, dim, index):
@@ -617,7 +617,7 @@ def gather(x, dim, index):
     if idx.dtype.kind not in "iu": raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim: raise ValueError(f"gather: index has {idx.ndim} dims but the input has {x.ndim}")
     idx.backend.check_range(idx._a, 0, x.shape[d], f"gather: index {{}} is out of bounds for dimension {d} with size {x.shape[d]}")   # no wrapping, as in PyTorch
-    return Take.apply(x, x.backend.take_along_axis(_positions(x), idx._a, d))
+    return Take.apply(x, x.backend.take_along_axis(flat_positions(x), idx._a, d))
 
 Tensor.__getitem__ = _getitem
 Tensor.gather = gather
