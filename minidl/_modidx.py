@@ -1504,4 +1504,5 @@ d = { 'settings': { 'branch': 'main',
                               'minidl.train.main_eval': ('train.html#main_eval', 'minidl/train.py'),
                               'minidl.train.main_train': ('train.html#main_train', 'minidl/train.py'),
                               'minidl.train.train': ('train.html#train', 'minidl/train.py')},
+            'minidl.utils.checkpoint': {},
             'minidl.utils.data': {}}}

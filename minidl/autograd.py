@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'Node', 'Function', 'backward', 'retain_grad',
-           'detach', 'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'GradcheckError', 'gradcheck',
-           'gradgradcheck', 'SVGDrawing', 'draw_graph']
+           'detach', 'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'Checkpoint', 'checkpoint',
+           'GradcheckError', 'gradcheck', 'gradgradcheck', 'SVGDrawing', 'draw_graph']
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
 import contextlib
 import weakref
 import numpy as np
-from .core import is_floating
+from .core import default_generator, is_floating
 from .tensor import Tensor, tensor
 
 # %% ../nbs/03_autograd.ipynb #384b4442
@@ -76,6 +76,7 @@ def _edge(t):
 
 class Function:
     "Base class for differentiable ops: subclass with static `forward(ctx, ...)` and `backward(ctx, grad)`."
+    reentrant = False           # True for an op whose backward runs a backward pass of its own (checkpointing, below)
     @staticmethod
     def forward(ctx, *args, **kwargs): raise NotImplementedError
     @staticmethod
@@ -128,6 +129,8 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
         while ready:
             node = ready.pop()
             g = pending.pop(node)
+            if capture is not None and node.fn.reentrant:
+                raise RuntimeError(f"{node.fn.__name__} runs a backward pass of its own (into .grad), which autograd.grad() cannot capture: use .backward()")
             if node._hooks: g = _run_hooks(node._hooks, g)
             if node in wanted: _accumulate(capture, wanted[node], g)
             if node._retained is not None and (t := node._retained()) is not None:
@@ -243,6 +246,37 @@ def register_hook(self, hook) -> RemovableHandle:
     return RemovableHandle(owner._hooks, key)
 
 Tensor.register_hook = register_hook
+
+# %% ../nbs/03_autograd.ipynb #cddf5fa7
+class Checkpoint(Function):
+    "A block run without recording, and rerun with recording in backward."
+    reentrant = True            # its backward runs a backward pass of its own    @staticmethod
+    def forward(ctx, function, preserve_rng_state, kwargs, *args):
+        ctx.function, ctx.kwargs = function, kwargs
+        ctx.rng = default_generator().bit_generator.state if preserve_rng_state else None
+        ctx.args = [None if isinstance(a, Tensor) else a for a in args]
+        ctx.save_for_backward(*[a for a in args if isinstance(a, Tensor)])
+        out = function(*args, **kwargs)
+        if not isinstance(out, Tensor): raise TypeError(f"checkpoint: the function must return one tensor, got {type(out).__name__}")
+        return out
+    @staticmethod
+    def backward(ctx, g):
+        saved = iter(ctx.saved_tensors)
+        args = [next(saved) if a is None else a for a in ctx.args]
+        inputs = [a.detach().requires_grad_(a.requires_grad) if isinstance(a, Tensor) else a for a in args]
+        generator = default_generator()
+        if ctx.rng is not None: now, generator.bit_generator.state = generator.bit_generator.state, ctx.rng
+        try:
+            with enable_grad(): out = ctx.function(*inputs, **ctx.kwargs)
+        finally:
+            if ctx.rng is not None: generator.bit_generator.state = now
+        if out.requires_grad: _run_backward([out], [g], retain_graph=False, create_graph=False)
+        return (None, None, None, *[a.grad if isinstance(a, Tensor) else None for a in inputs])
+
+def checkpoint(function, *args, use_reentrant=None, preserve_rng_state: bool = True, **kwargs) -> Tensor:
+    "`function(*args, **kwargs)` (returning one tensor), without keeping its intermediate tensors: backward reruns it (`torch.utils.checkpoint.checkpoint`)."
+    if not is_grad_enabled(): return function(*args, **kwargs)
+    return Checkpoint.apply(function, preserve_rng_state, kwargs, *args)
 
 # %% ../nbs/03_autograd.ipynb #216e67ed
 class GradcheckError(RuntimeError):
