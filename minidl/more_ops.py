@@ -457,14 +457,14 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
 
 def diag(x, diagonal=0):
     "A 1-D tensor as the `diagonal`-th diagonal of a square matrix of zeros; a 2-D tensor's `diagonal`-th diagonal."
-    if x.ndim == 2: return globals()["diagonal"](x, diagonal)
+    if x.ndim == 2: return x.diagonal(diagonal)
     _dims(x, 1, "diag")
     m = x.shape[0] + abs(diagonal)
     i = arange(m, device=x.device)
     on_diagonal = (i.unsqueeze(0) - i.unsqueeze(1)) == diagonal                    # column - row = diagonal
     padded = cat([x, zeros(abs(diagonal), dtype=x.dtype, device=x.device)])
     value = padded.unsqueeze(1) if diagonal >= 0 else padded.unsqueeze(0)          # above the main diagonal x[row], below it x[column]
-    return where(on_diagonal, value, zeros((), dtype=x.dtype, device=x.device))
+    return where(on_diagonal, value, x.new_zeros(()))
 
 def trace(x): "The sum of a matrix's diagonal."; _dims(x, 2, "trace"); return diagonal(x).sum()
 
@@ -514,7 +514,7 @@ def logit(x, eps=None):
     "log(x / (1 - x)), with x clamped to [eps, 1 - eps] when `eps` is given."
     if eps is not None: x = clamp(x, eps, 1 - eps)
     return (x / (1 - x)).log()
-def xlogy(x, y): "x · log(y), and 0 where x is 0 (even where y is 0)."; x, y = promote_operands(x, y); return where(x == 0, zeros((), dtype=x.dtype, device=x.device), x * y.log())
+def xlogy(x, y): "x · log(y), and 0 where x is 0 (even where y is 0)."; x, y = promote_operands(x, y); return where(x == 0, x.new_zeros(()), x * y.log())
 def erfc(x): "1 - erf(x)."; return 1 - erf(x)
 def deg2rad(x): return x * (math.pi / 180)
 def rad2deg(x): return x * (180 / math.pi)
@@ -523,43 +523,41 @@ def rad2deg(x): return x * (180 / math.pi)
 def norm(x, p="fro", dim=None, keepdim=False):
     "The p-norm over `dim` (all when None): 'fro' and 2 the Euclidean norm, 1 the sum of magnitudes, inf the largest, any other p (Σ|x|^p)^(1/p)."
     a = x.abs()
-    if p in ("fro", 2): return (x * x).sum(dim, keepdim=keepdim).sqrt() if dim is not None else (x * x).sum().sqrt()
-    if p == 1: return a.sum(dim, keepdim=keepdim) if dim is not None else a.sum()
-    if p in (math.inf, "inf"): return amax(a, () if dim is None else dim, keepdim)
-    if p in (-math.inf, "-inf"): return amin(a, () if dim is None else dim, keepdim)
-    return ((a ** p).sum(dim, keepdim=keepdim) if dim is not None else (a ** p).sum()) ** (1 / p)
+    if p in ("fro", 2): return (x * x).sum(dim, keepdim=keepdim).sqrt()
+    if p == 1: return a.sum(dim, keepdim=keepdim)
+    if p in (math.inf, "inf"): return amax(a, dim, keepdim)
+    if p in (-math.inf, "-inf"): return amin(a, dim, keepdim)
+    return (a ** p).sum(dim, keepdim=keepdim) ** (1 / p)
 
 @numpy_aliases
 def nansum(x, dim=None, keepdim=False):
     "The sum, NaNs counted as 0."
-    return where(isnan(x), zeros((), dtype=x.dtype, device=x.device), x).sum(dim, keepdim=keepdim) if dim is not None else \
-           where(isnan(x), zeros((), dtype=x.dtype, device=x.device), x).sum()
+    return where(isnan(x), x.new_zeros(()), x).sum(dim, keepdim=keepdim)
 
 @numpy_aliases
 def nanmean(x, dim=None, keepdim=False):
     "The mean of the non-NaN values."
-    n = (~isnan(x)).sum(dim, keepdim=keepdim) if dim is not None else (~isnan(x)).sum()
-    return nansum(x, dim, keepdim) / n
+    return nansum(x, dim, keepdim) / (~isnan(x)).sum(dim, keepdim=keepdim)
 
 @numpy_aliases
 def var_mean(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "(variance, mean) over `dim`."
-    return x.var(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim) if dim is not None else x.mean()
+    return x.var(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim)
 
 @numpy_aliases
 def std_mean(x, dim=None, unbiased=True, keepdim=False, correction=None):
     "(standard deviation, mean) over `dim`."
-    return x.std(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim) if dim is not None else x.mean()
+    return x.std(dim, unbiased=unbiased, keepdim=keepdim, correction=correction), x.mean(dim, keepdim=keepdim)
 
 _MinMax = namedtuple("aminmax", ["min", "max"])
 
 @numpy_aliases
 def aminmax(x, dim=None, keepdim=False):
     "(smallest, largest) over `dim` (all when None), as a named pair."
-    return _MinMax(amin(x, () if dim is None else dim, keepdim), amax(x, () if dim is None else dim, keepdim))
+    return _MinMax(amin(x, dim, keepdim), amax(x, dim, keepdim))
 
 @numpy_aliases
-def count_nonzero(x, dim=None): "How many elements are not 0."; return (x != 0).sum(dim) if dim is not None else (x != 0).sum()
+def count_nonzero(x, dim=None): "How many elements are not 0."; return (x != 0).sum(dim)
 
 _ValuesIndices = namedtuple("kthvalue", ["values", "indices"])
 
@@ -580,7 +578,7 @@ def take(x, index): "Elements of `x` at flat positions `index`, as if `x` were 1
 
 def nonzero(x, as_tuple=False):
     "The indices of the non-zero elements: an (n, ndim) int64 tensor, or with `as_tuple` one index tensor per dim (a copy to the host and back)."
-    where_ = np.argwhere(np.asarray(x.detach().cpu().numpy()) != 0)
+    where_ = np.argwhere(x.detach().cpu().numpy() != 0)
     if as_tuple: return tuple(tensor(where_[:, d].copy(), device=x.device) for d in range(max(x.ndim, 1)))
     return tensor(where_.astype(np.int64), device=x.device).reshape(len(where_), x.ndim)
 
@@ -687,7 +685,7 @@ Tensor.equal, Tensor.masked_select, Tensor.take, Tensor.nonzero, Tensor.argwhere
 Tensor.bincount, Tensor.isin = bincount, lambda self, test_elements, invert=False: isin(self, test_elements, invert)
 Tensor.scatter, Tensor.scatter_add, Tensor.index_add = scatter, scatter_add, index_add
 Tensor.broadcast_to, Tensor.swapaxes, Tensor.swapdims = broadcast_to, swapaxes, swapaxes
-Tensor.sgn = lambda self: sign(self)
+Tensor.sgn = sign
 Tensor.detach_ = detach_
 for _name, _fn in dict(scatter_=scatter, scatter_add_=scatter_add, index_add_=index_add, addcmul_=addcmul, addcdiv_=addcdiv, lerp_=lerp,
                        square_=square, exp_=exp, log_=log, abs_=lambda t: t.abs(), neg_=lambda t: -t, sqrt_=lambda t: t.sqrt(),
