@@ -250,7 +250,8 @@ Tensor.register_hook = register_hook
 # %% ../nbs/03_autograd.ipynb #cddf5fa7
 class Checkpoint(Function):
     "A block run without recording, and rerun with recording in backward."
-    reentrant = True            # its backward runs a backward pass of its own    @staticmethod
+    reentrant = True            # its backward runs a backward pass of its own
+    @staticmethod
     def forward(ctx, function, preserve_rng_state, kwargs, *args):
         ctx.function, ctx.kwargs = function, kwargs
         ctx.rng = default_generator().bit_generator.state if preserve_rng_state else None
