@@ -634,7 +634,6 @@ class LBFGS(Optimizer):
                                       line_search_fn=line_search_fn))
         if len(self.param_groups) != 1: raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
-        for k, v in self.defaults.items(): self.param_groups[0].setdefault(k, v)
 
     def _flat_grad(self):
         return cat([(p.grad if p.grad is not None else p.detach() * 0).reshape(-1) for p in self._params])
