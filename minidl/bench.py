@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['EPOCHS', 'PRECISIONS', 'WORKLOADS', 'QUIET_POOLS', 'END_TO_END', 'interleaved', 'Table', 'met', 'targets_table',
            'load_torch', 'machine_table', 'bench_matmul', 'bench_elementwise', 'bench_softmax', 'bench_autograd',
-           'epochs_in_turns', 'mnist_shaped', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d', 'lenet_epochs',
-           'bench_lenet_epoch', 'epoch_peak_mib', 'bench_memory', 'startup_times', 'bench_startup', 'bench_precision',
-           'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
+           'epochs_in_turns', 'mnist_shaped', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d', 'torch_lenet',
+           'lenet_epochs', 'bench_lenet_epoch', 'epoch_peak_mib', 'bench_memory', 'startup_times', 'bench_startup',
+           'bench_precision', 'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -289,6 +289,12 @@ def bench_conv2d(torch, n=64, c=64, hw=32, rounds=5) -> Table:
         t.add(k, m * 1e3, tt * 1e3 if tt else None, m / tt if tt else None, mult * flops / m / 1e9)
     return t
 
+def torch_lenet(torch):
+    "LeNet-5 in PyTorch, layer for layer minidl's `models.LeNet5` on 28×28 images."
+    tnn = torch.nn
+    return tnn.Sequential(tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+                          tnn.Linear(256, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+
 def lenet_epochs(torch, X, Y, device: str = "cpu") -> dict:
     "Framework name → a function that trains a fresh LeNet-5 for one epoch on (X, Y): batch 64, SGD (minidl's on `device`)."
     from minidl import models
@@ -297,14 +303,12 @@ def lenet_epochs(torch, X, Y, device: str = "cpu") -> dict:
         _minidl_epoch(models.LeNet5(), X, Y, 64, device)
     fns = {"minidl": md_epoch}
     if torch:
-        tnn = torch.nn
         def torch_epoch():
             torch.manual_seed(0)
-            m = tnn.Sequential(tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-                               tnn.Linear(256, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+            m = torch_lenet(torch)
             opt = torch.optim.SGD(m.parameters(), lr=0.01)
             for xb, yb in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)), 64, shuffle=True):
-                loss = tnn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+                loss = torch.nn.functional.cross_entropy(m(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
         fns["torch"] = torch_epoch
     return fns
 
@@ -399,15 +403,13 @@ def _lenet_steps(torch, X, Y) -> tuple:
             scaler.scale(loss_of()).backward(); scaler.step(opt); scaler.update(); opt.zero_grad()
         steps[("minidl", name)], saved[("minidl", name)] = step, amp.saved_tensor_bytes(loss_of())
         if torch:
-            tnn = torch.nn
             torch.manual_seed(0)
-            tm = tnn.Sequential(tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-                                tnn.Linear(256, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+            tm = torch_lenet(torch)
             tx, ty = torch.from_numpy(X), torch.from_numpy(Y)
             topt, tscaler = torch.optim.SGD(tm.parameters(), lr=0.01), torch.amp.GradScaler("cpu", enabled=dtype == "float16")
             def tloss_of(tm=tm, dtype=dtype):
                 with torch.autocast("cpu", dtype=getattr(torch, dtype or "bfloat16"), enabled=dtype is not None):
-                    return tnn.functional.cross_entropy(tm(tx), ty)
+                    return torch.nn.functional.cross_entropy(tm(tx), ty)
             def tstep(tloss_of=tloss_of, topt=topt, tscaler=tscaler):
                 tscaler.scale(tloss_of()).backward(); tscaler.step(topt); tscaler.update(); topt.zero_grad()
             packed = {}
