@@ -81,6 +81,7 @@ def _replace(old, new):
 def _without_autocast(fn):
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        if not _AUTOCAST: return fn(*args, **kwargs)            # autocast off (almost always): nothing to suspend
         saved = dict(_AUTOCAST); _AUTOCAST.clear()
         try: return fn(*args, **kwargs)
         finally: _AUTOCAST.update(saved)

@@ -114,7 +114,7 @@ def implement(backend: Backend, **primitives):
     "Give `backend` these primitives as plain functions: how a later lesson hands its CPU kernels to the CPU backend."
     for name, fn in primitives.items():
         if name not in PRIMITIVES: raise ValueError(f"{name!r} is not a primitive of the backend interface; primitives: {', '.join(PRIMITIVES)}")
-        if name in ARITHMETIC: fn = computes_in_float32(fn)
+        if name in ARITHMETIC: fn = computes_in_float32(fn, backend.array_type)
         setattr(type(backend), name, staticmethod(fn))      # on the class: every instance, and subclasses, have it
 
 # %% ../nbs/02b_backend.ipynb #9261dff1
@@ -168,28 +168,22 @@ def _half(x) -> bool:
     dt = getattr(x, "dtype", None)
     return dt is not None and dt.itemsize == 2 and is_floating(dt)
 
-_PLAIN = {str, int, float, bool, tuple, type(None)}      # argument types that are never 16-bit floats
-
-def _half_dtype(args):
-    "The 16-bit float dtype of the first such array or scalar in `args`, else None (this runs on every primitive call)."
-    for x in args:
-        t = type(x)
-        if t is np.ndarray:
-            if x.itemsize == 2 and is_floating(x.dtype): return x.dtype
-        elif t not in _PLAIN and _half(x): return x.dtype
-    return None
-
 def _widen(x):
     if not _half(x): return x
     return x.astype(float32) if isinstance(x, np.generic) else backend_of(x).cast(x, float32)
 
-def computes_in_float32(fn):
-    """`fn`, a primitive, made to run on 16-bit floats (PyTorch's *opmath*): their arrays are widened to float32, and every
-    float32 array it returns is rounded back to the 16-bit dtype. Calls without 16-bit floats go straight through."""
+def computes_in_float32(fn, array_type):
+    """`fn`, a primitive of the backend whose arrays are `array_type`, made to run on 16-bit floats (PyTorch's *opmath*):
+    their arrays are widened to float32, and every float32 array it returns is rounded back to the 16-bit dtype. Calls
+    without 16-bit floats go straight through: the check, which runs on every primitive call, looks only at the
+    backend's arrays and NumPy's (scalars joining an op), by type, before it reads a dtype."""
     @functools.wraps(fn)
     def primitive(*args):
-        low = _half_dtype(args)
-        if low is None: return fn(*args)
+        for x in args:
+            t = type(x)
+            if (t is np.ndarray or t is array_type) and x.dtype.itemsize == 2 and is_floating(x.dtype): break
+        else: return fn(*args)
+        low = x.dtype
         out = fn(*map(_widen, args))
         narrow = lambda r: backend_of(r).cast(r, low) if getattr(r, "dtype", None) == float32 else r
         return tuple(map(narrow, out)) if isinstance(out, tuple) else narrow(out)
@@ -209,8 +203,8 @@ def _wrap_arithmetic(cls):
     "Every backend class: its arithmetic primitives run 16-bit floats in float32."
     for name in ARITHMETIC:
         fn = vars(cls).get(name)
-        if isinstance(fn, staticmethod): setattr(cls, name, staticmethod(computes_in_float32(fn.__func__)))
-        elif fn is not None: setattr(cls, name, computes_in_float32(fn))
+        if isinstance(fn, staticmethod): setattr(cls, name, staticmethod(computes_in_float32(fn.__func__, cls.array_type)))
+        elif fn is not None: setattr(cls, name, computes_in_float32(fn, cls.array_type))
     if "update" in vars(cls): cls.update = _update_in_float32(vars(cls)["update"])
 
 Backend.__init_subclass__ = classmethod(_wrap_arithmetic)
