@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRIMITIVES', 'OPS', 'ARITHMETIC', 'cpu_backend', 'Backend', 'UpdateRule', 'missing_primitives', 'implement',
-           'register', 'get_backend', 'backend_of', 'computes_in_float32', 'float_bits_to_half', 'half_bits_to_float',
-           'float32_to_float16', 'float16_to_float32', 'CPUBackend']
+           'register', 'get_backend', 'backend_of', 'computes_in_float32', 'compute_16_bit_in_float32',
+           'float_bits_to_half', 'half_bits_to_float', 'float32_to_float16', 'float16_to_float32', 'CPUBackend']
 
 # %% ../nbs/02b_backend.ipynb #2faee92e
 import functools
@@ -114,7 +114,7 @@ def implement(backend: Backend, **primitives):
     "Give `backend` these primitives as plain functions: how a later lesson hands its CPU kernels to the CPU backend."
     for name, fn in primitives.items():
         if name not in PRIMITIVES: raise ValueError(f"{name!r} is not a primitive of the backend interface; primitives: {', '.join(PRIMITIVES)}")
-        if name in ARITHMETIC: fn = computes_in_float32(fn, backend.array_type)
+        if name in ARITHMETIC and _WRAPPED: fn = computes_in_float32(fn, backend.array_type)
         setattr(type(backend), name, staticmethod(fn))      # on the class: every instance, and subclasses, have it
 
 # %% ../nbs/02b_backend.ipynb #9261dff1
@@ -199,15 +199,29 @@ def _update_in_float32(update):
         for x, w in zip(arrays, wide): self.assign(x, w)
     return primitive
 
+_BACKEND_CLASSES = []     # every backend class defined so far
+_WRAPPED = False          # whether their arithmetic primitives carry the 16-bit wrapper yet
+
 def _wrap_arithmetic(cls):
-    "Every backend class: its arithmetic primitives run 16-bit floats in float32."
+    "`cls`'s own arithmetic primitives made to run 16-bit floats in float32."
     for name in ARITHMETIC:
         fn = vars(cls).get(name)
         if isinstance(fn, staticmethod): setattr(cls, name, staticmethod(computes_in_float32(fn.__func__, cls.array_type)))
         elif fn is not None: setattr(cls, name, computes_in_float32(fn, cls.array_type))
-    if "update" in vars(cls): cls.update = _update_in_float32(vars(cls)["update"])
 
-Backend.__init_subclass__ = classmethod(_wrap_arithmetic)
+def compute_16_bit_in_float32():
+    "Wrap the arithmetic primitives of every backend, now and from now on (once; `Tensor` calls it when it first holds a 16-bit float)."
+    global _WRAPPED
+    if _WRAPPED: return
+    _WRAPPED = True
+    for cls in _BACKEND_CLASSES: _wrap_arithmetic(cls)
+
+def _new_backend_class(cls):
+    _BACKEND_CLASSES.append(cls)
+    if _WRAPPED: _wrap_arithmetic(cls)
+    if "update" in vars(cls): cls.update = _update_in_float32(vars(cls)["update"])   # once per optimizer step and parameter: always on
+
+Backend.__init_subclass__ = classmethod(_new_backend_class)
 
 # %% ../nbs/02b_backend.ipynb #4a4d0914
 @njit(cache=True, inline="always")

@@ -193,8 +193,8 @@ def bench_autograd(torch, n=4) -> Table:
     for p in ("forward, no grad", "forward + backward"):
         m, tt = r[f"minidl {p}"] / 4 * 1e6, (r[f"torch {p}"] / 4 * 1e6 if torch else None)
         t.add(p, m, tt, m / tt if torch else None)
-    t.check("forward + backward: minidl / torch time per op", r["minidl forward + backward"] / r["torch forward + backward"] if torch else None, "<=", 2)
-    t.notes.append("target: minidl / torch ≤ 2 for forward + backward")
+    t.check("forward + backward: minidl / torch time per op", r["minidl forward + backward"] / r["torch forward + backward"] if torch else None, "<=", 1.0)
+    t.notes.append("target: minidl / torch ≤ 1.0 for forward + backward (issue 24; Python's eager overhead is about twice PyTorch's C++)")
     return t
 
 # %% ../nbs/95_bench.ipynb #751ae547

@@ -10,7 +10,7 @@ __all__ = ['cpu', 'element_strides', 'position', 'broadcast_shapes', 'device', '
 
 # %% ../nbs/01_tensor.ipynb #63ac249b
 import numpy as np
-from .backend import backend_of, get_backend
+from .backend import backend_of, compute_16_bit_in_float32, get_backend
 from .core import as_dtype, bool_, dtypes, float32, float64, generator_rng, get_default_dtype, int64, is_floating, unit_uniform
 
 # %% ../nbs/01_tensor.ipynb #db1e64f8
@@ -89,6 +89,7 @@ class Tensor:
 
     def __init__(self, array: np.ndarray, requires_grad=False, _base=None):
         self._a = array if type(array) is np.ndarray else _storage(array)
+        if self._a.dtype.itemsize == 2 and is_floating(self._a.dtype): compute_16_bit_in_float32()   # lesson 02b: only now
         self._requires_grad = requires_grad
         self._grad = None
         self.grad_fn = None
