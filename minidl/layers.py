@@ -8,13 +8,13 @@ __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MS
            'KLDivLoss', 'Parameter', 'Module', 'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_',
            'trunc_normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear',
            'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList', 'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax',
-           'LogSoftmax', 'Dropout', 'dropout', 'embedding', 'Embedding', 'layer_norm', 'LayerNorm', 'BatchNormBase',
-           'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'smooth_l1_loss',
-           'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6', 'hardsigmoid', 'hardswish',
-           'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize', 'cosine_similarity', 'pairwise_distance',
-           'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d', 'dropout2d', 'Dropout1d', 'Dropout2d',
-           'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance', 'register_forward_pre_hook',
-           'register_forward_hook', 'register_full_backward_hook']
+           'LogSoftmax', 'Dropout', 'dropout', 'embedding', 'Embedding', 'layer_norm', 'LayerNormFn', 'LayerNorm',
+           'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss',
+           'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
+           'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
+           'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d',
+           'dropout2d', 'Dropout1d', 'Dropout2d', 'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance',
+           'register_forward_pre_hook', 'register_forward_hook', 'register_full_backward_hook']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
@@ -400,12 +400,32 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     k = len(shape)
     if tuple(input.shape[-k:]) != shape:
         raise ValueError(f"LayerNorm: expected the last dims of the input to be {shape}, got shape {tuple(input.shape)}")
-    dims = tuple(range(input.ndim - k, input.ndim))
-    mu = input.mean(dims, keepdim=True)
-    var = ((input - mu) ** 2).mean(dims, keepdim=True)
-    y = (input - mu) * (var + eps).rsqrt()
-    if weight is not None: y = y * weight
-    return y + bias if bias is not None else y
+    return LayerNormFn.apply(input, weight, bias, tuple(range(input.ndim - k, input.ndim)), eps)
+
+def _normalize(x, dims, eps):
+    "(x − mean) / sqrt(var + eps) over `dims`, and the 1 / sqrt(var + eps) it divided by."
+    xc = x - x.mean(dims, keepdim=True)
+    rstd = ((xc * xc).mean(dims, keepdim=True) + eps).rsqrt()
+    return xc * rstd, rstd
+
+class LayerNormFn(Function):
+    "Layer normalisation as one op: the forward by tensor ops (run unrecorded, as every forward), the backward in closed form."
+    @staticmethod
+    def forward(ctx, x, weight, bias, dims, eps):
+        xhat, rstd = _normalize(x, dims, eps)
+        ctx.save_for_backward(x, weight)
+        ctx.xhat, ctx.rstd, ctx.dims, ctx.eps, ctx.has_bias = xhat, rstd, dims, eps, bias is not None
+        y = xhat * weight if weight is not None else xhat
+        return y + bias if bias is not None else y
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        # for a second derivative, x̂ and rstd again, as recorded functions of x; else the ones the forward kept
+        xhat, rstd = _normalize(x, ctx.dims, ctx.eps) if is_grad_enabled() else (ctx.xhat, ctx.rstd)
+        lead = tuple(range(x.ndim - len(ctx.dims)))
+        g_xhat = g * weight if weight is not None else g
+        gx = rstd * (g_xhat - g_xhat.mean(ctx.dims, keepdim=True) - xhat * (g_xhat * xhat).mean(ctx.dims, keepdim=True))
+        return gx, (g * xhat).sum(lead) if weight is not None else None, g.sum(lead) if ctx.has_bias else None, None, None
 
 class LayerNorm(Module):
     "Normalise over the last dims to zero mean and unit variance, then scale and shift (learned)."

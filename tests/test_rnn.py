@@ -101,6 +101,49 @@ def test_lstm_on_cuda_matches_cpu():
     for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_the_fused_layer_and_cell_equal_the_composed_steps(monkeypatch):
+    from minidl import rnn
+    minidl.manual_seed(4)
+    lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True, bidirectional=True).double()
+    x = np.random.default_rng(2).standard_normal((2, 5, 3))
+    h0, c0 = (np.random.default_rng(k).standard_normal((4, 2, 4)) for k in (3, 4))
+    def run():
+        lstm.zero_grad()
+        xt, ht, ct = (minidl.tensor(a, requires_grad=True) for a in (x, h0, c0))
+        y, (h, c) = lstm(xt, (ht, ct))
+        ((y * y).sum() + h.sum() + (c * c).sum()).backward()
+        return [t.detach().numpy() for t in (y, h, c, xt.grad, ht.grad, ct.grad)] + [p.grad.numpy() for p in lstm.parameters()]
+    fused = run()
+    monkeypatch.setattr(rnn, "LAYERS", {})                                       # one op per step ...
+    monkeypatch.setitem(rnn.CELLS, "LSTM", (rnn._lstm, 4))                       # ... and the cell as a dozen tensor ops
+    composed = run()
+    for a, b in zip(fused, composed): np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_second_derivatives_through_the_fused_lstm():
+    from minidl.autograd import gradgradcheck
+    minidl.manual_seed(5)
+    lstm = nn.LSTM(2, 3, bidirectional=True).double()
+    x = minidl.randn(4, 1, 2, dtype="float64", requires_grad=True)
+    assert gradgradcheck(lambda x: lstm(x)[0], (x,))
+    cell = nn.LSTMCell(2, 3).double()
+    assert gradgradcheck(lambda x: cell(x)[1], (x[0],))
+
+
+def test_lstm_cell_on_cuda_matches_cpu():
+    minidl.manual_seed(6)
+    cpu = nn.LSTMCell(3, 4).double()
+    gpu = nn.LSTMCell(3, 4).double(); gpu.load_state_dict(cpu.state_dict()); gpu.to("cuda")
+    x = np.random.default_rng(1).standard_normal((2, 3))
+    outs = []
+    for m, dev in ((cpu, "cpu"), (gpu, "cuda")):
+        xt = minidl.tensor(x, device=dev, requires_grad=True)
+        h, c = m(xt)
+        (h.sum() + (c * c).sum()).backward()
+        outs.append([h.detach().cpu().numpy(), c.detach().cpu().numpy(), xt.grad.cpu().numpy(), m.weight_hh.grad.cpu().numpy()])
+    for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_errors_name_what_was_wrong():
     with pytest.raises(RuntimeError, match="Expected hidden size \\(1, 2, 4\\), got \\(2, 2, 4\\)"): nn.GRU(3, 4)(minidl.randn(5, 2, 3), minidl.randn(2, 2, 4))
     with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 3, got 2"): nn.LSTM(3, 4)(minidl.randn(5, 2, 2))
