@@ -84,12 +84,14 @@ class Backend:
     # ---- random numbers
     def uniform(self, shape, dtype): "Samples from U[0, 1), drawn from (or keyed by) minidl's generator, so `manual_seed` repeats them."
     # ---- optimizer updates
-    def update(self, rule, arrays, hyper): "An optimizer's `UpdateRule` *in place*: `rule.element(i, *arrays, *hyper)` for every i. `arrays`: flat, contiguous, of one dtype, the parameter first (a state array that `hyper` leaves unused may be empty); `hyper`: scalars of that dtype (float32 for a 16-bit float) and bools."
+    def update(self, rule, arrays, hyper): "An `UpdateRule` *in place* (an optimizer's step, lesson 07; the LSTM cell, lesson 18): `rule.element(i, *arrays, *hyper)` for every i of the first array. `arrays`: flat, contiguous, of one dtype, the parameter (or the array the rule runs over) first (a state array that `hyper` leaves unused may be empty); `hyper`: scalars of that dtype (float32 for a 16-bit float) and bools."
 
 class UpdateRule(NamedTuple):
-    """An optimizer's update written once for every backend. `element(i, *arrays, *hyper)` is a numba function that updates
-    element `i` of the flat arrays in place; each backend compiles it for its device. `cpu_loop(*arrays, *hyper)` is the same
-    element applied to every i, compiled ahead for the CPU: numba caches a loop on disk only when the function it calls is fixed."""
+    """An elementwise update written once for every backend (an optimizer's, lesson 07; the LSTM cell's, lesson 18).
+    `element(i, *arrays, *hyper)` is a numba function that updates element `i` of the flat arrays in place; a device compiles
+    it into a kernel. `cpu_loop(*arrays, *hyper)` does the same for every i on the CPU: the element in a loop compiled ahead
+    (numba caches a loop on disk only when the function it calls is fixed), or whole-array NumPy where that vectorises
+    better (the LSTM cell's tanh and exp)."""
     element: Callable
     cpu_loop: Callable
 

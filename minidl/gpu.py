@@ -547,7 +547,7 @@ ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
 _UPDATE_KERNELS = {}
 
 def update_kernel(element):
-    "The kernel running an optimizer's element rule (lesson 07) with one thread per element: the rule's own Python function, compiled for the device."
+    "The kernel running an `UpdateRule`'s element (an optimizer's, lesson 07) with one thread per element: the rule's own Python function, compiled for the device."
     if element not in _UPDATE_KERNELS:
         rule = device_function(element.py_func)
         @cuda.jit
@@ -560,7 +560,7 @@ def update_kernel(element):
 def update(rule, arrays: tuple, hyper: tuple):
     "The interface's `update`: `rule.element` on every element of the flat device arrays, in place."
     p = arrays[0]
-    check_same_device("optimizer update", *(a for a in arrays if a.size))
+    check_same_device("update", *(a for a in arrays if a.size))
     flat = tuple(flat_buffer(a if a.size else p) for a in arrays)     # a state the rule does not use is empty: p stands in, never read
     update_kernel(rule.element)[blocks_for(p.size), THREADS](flat, hyper)
 
