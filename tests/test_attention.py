@@ -115,3 +115,55 @@ def test_errors_are_pytorchs():
     with pytest.raises(AssertionError, match="embed_dim must be divisible by num_heads"): nn.MultiheadAttention(8, 3)
     with pytest.raises(RuntimeError, match="explicit attn_mask should not be set when is_causal=True"):
         F.scaled_dot_product_attention(x, x, x, attn_mask=minidl.ones(2, 2) == 1, is_causal=True)
+
+
+MHA_EXTRAS = [dict(kdim=5, vdim=3), dict(add_bias_kv=True), dict(add_zero_attn=True), dict(kdim=5, vdim=3, add_bias_kv=True, add_zero_attn=True),
+              dict(add_bias_kv=True, add_zero_attn=True, bias=False)]
+
+
+@pytest.mark.parametrize("extra", MHA_EXTRAS, ids=str)
+def test_multihead_attention_extras_match_pytorch(extra):
+    tm = torch.nn.MultiheadAttention(8, 2, batch_first=True, **extra).double()
+    mm = nn.MultiheadAttention(8, 2, batch_first=True, **extra).double()
+    mm.load_state_dict({k: minidl.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+    assert [n for n, _ in mm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    q, k, v = RNG.standard_normal((3, 4, 8)), RNG.standard_normal((3, 6, extra.get("kdim", 8))), RNG.standard_normal((3, 6, extra.get("vdim", 8)))
+    pad = np.zeros((3, 6), bool); pad[1, 4:] = True
+    attn = RNG.random((4, 6)) > 0.8
+    res = []
+    for lib, m in ((minidl, mm), (torch, tm)):
+        qt, kt, vt = (_to(lib, a) for a in (q, k, v))
+        out, w = m(qt, kt, vt, key_padding_mask=_to(lib, pad), attn_mask=_to(lib, attn))
+        (out.sum() + (w * w).sum()).backward()
+        res.append([out.detach().numpy(), w.detach().numpy(), qt.grad.numpy(), kt.grad.numpy(), vt.grad.numpy()] + [p.grad.numpy() for _, p in m.named_parameters()])
+    for a, b in zip(*res): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_transformer_matches_pytorch(norm_first, batch_first):
+    kw = dict(d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=16, dropout=0.0, batch_first=batch_first, norm_first=norm_first)
+    tt = torch.nn.Transformer(**kw).double()
+    mt = nn.Transformer(**kw).double()
+    mt.load_state_dict({k: minidl.tensor(v.detach().numpy()) for k, v in tt.state_dict().items()})
+    assert [n for n, _ in mt.named_parameters()] == [n for n, _ in tt.named_parameters()]
+    src, tgt = RNG.standard_normal((5, 3, 8)), RNG.standard_normal((4, 3, 8))
+    if batch_first: src, tgt = src.transpose(1, 0, 2), tgt.transpose(1, 0, 2)
+    src_pad, mem_pad = np.zeros((3, 5), bool), np.zeros((3, 5), bool)
+    src_pad[2, 3:] = True; mem_pad[2, 3:] = True
+    causal = nn.Transformer.generate_square_subsequent_mask(4)
+    np.testing.assert_array_equal(causal.numpy(), torch.nn.Transformer.generate_square_subsequent_mask(4).numpy())
+    res = []
+    for lib, m in ((minidl, mt), (torch, tt)):
+        s, t = _to(lib, src), _to(lib, tgt)
+        y = m(s, t, tgt_mask=_to(lib, causal.numpy(), grad=False), src_key_padding_mask=_to(lib, src_pad), memory_key_padding_mask=_to(lib, mem_pad),
+              tgt_is_causal=True)
+        (y * y).sum().backward()
+        res.append([y.detach().numpy(), s.grad.numpy(), t.grad.numpy()] + [p.grad.numpy() for _, p in m.named_parameters()])
+    for a, b in zip(*res): np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_transformer_errors_are_pytorchs():
+    model = nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8)
+    with pytest.raises(RuntimeError, match="the batch number of src and tgt must be equal"): model(minidl.randn(5, 2, 8), minidl.randn(4, 3, 8))
+    with pytest.raises(RuntimeError, match="the feature number of src and tgt must be equal to d_model"): model(minidl.randn(5, 2, 8), minidl.randn(4, 2, 6))

@@ -14,5 +14,6 @@ from ..layers import (BCELoss, BCEWithLogitsLoss, BatchNorm1d, CosineSimilarity,
 from ..conv import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d,
                          ConvTranspose2d, GroupNorm, MaxPool1d, MaxPool2d, Upsample)
 from ..rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell
-from ..attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
+from ..attention import (MultiheadAttention, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                              TransformerEncoderLayer)
 from . import functional, init, utils
