@@ -18,7 +18,7 @@ from . import accelerator, amp, attr, autograd, backends, conv, data, layers, nn
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
-from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, inference_mode, is_inference_mode_enabled
 from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tanh, sigmoid,
                         relu, leaky_relu, elu, gelu, silu, softplus, erf, sign, maximum, minimum, where, clamp,
                         sum, mean, var, std, prod, max, min, argmax, argmin, logsumexp, softmax, log_softmax,

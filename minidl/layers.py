@@ -21,7 +21,7 @@ import math
 from collections import OrderedDict
 import numpy as np
 from . import ops
-from .autograd import Function, RemovableHandle, is_grad_enabled, no_grad
+from .autograd import Function, RemovableHandle, bump_version, is_grad_enabled, no_grad
 from .core import as_dtype, default_generator, is_floating
 from .tensor import Tensor, move_array, device, ones, tensor, zeros
 
@@ -179,8 +179,8 @@ def _load_state_dict(self, state_dict, strict: bool = True):
     for k, t in own.items():
         if k in state_dict:
             v = state_dict[k]
+            bump_version(t)
             t.backend.assign(t._a, move_array((v if isinstance(v, Tensor) else tensor(v))._a, t.device))   # from any device
-            t._version[0] += 1
     return missing, unexpected
 
 Module.state_dict, Module.load_state_dict = _state_dict, _load_state_dict
@@ -217,7 +217,7 @@ def _fans(t: Tensor) -> tuple:
 
 def _fill(t: Tensor, values: np.ndarray) -> Tensor:
     with no_grad():
-        t.backend.assign(t._a, values); t._version[0] += 1
+        bump_version(t); t.backend.assign(t._a, values)
     return t
 
 def uniform_(t, a=0.0, b=1.0): "Fill with U(a, b)."; return _fill(t, default_generator().uniform(a, b, t.shape))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
 from . import optim
-from .autograd import no_grad
+from .autograd import inference_mode, no_grad
 from .data import DataLoader
 from .nn import functional
 from .core import Generator, default_generator, generator_rng
 from .save import load, save
-from .ops import stack
+from .ops import cat, stack
 from .tensor import Tensor, device
 from tqdm.std import tqdm
 
@@ -172,6 +172,26 @@ class Learner:
             self.model.eval(); self._do_epoch_validate()
             return self.recorder.summary(valid_only=True)
         finally: self.dls.valid = old
+
+    def predict(self, x: Tensor, batch_size: int = None) -> Tensor:
+        "The model's outputs for the inputs `x` (a batch), in eval mode and inference mode, `batch_size` rows at a time if given; the model's mode is restored after."
+        was_training, dev = self.model.training, self.device
+        self.model.eval()
+        try:
+            with inference_mode():
+                if batch_size is None: return self.model(x.to(dev))
+                return cat([self.model(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
+        finally: self.model.train(was_training)
+
+    def get_preds(self, dl: DataLoader = None) -> tuple:
+        "(outputs, targets) for every batch of `dl` (the validation set by default), in eval mode and inference mode, in the loader's order."
+        was_training, dev = self.model.training, self.device
+        self.model.eval()
+        try:
+            with inference_mode():
+                pairs = [(self.model(xb.to(dev)), yb) for xb, yb in (dl or self.dls.valid)]
+            return cat([p for p, _ in pairs]), cat([t for _, t in pairs])
+        finally: self.model.train(was_training)
 
 def _snake(name): return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_").removesuffix("_callback")
 

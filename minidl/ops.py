@@ -26,7 +26,7 @@ from .backend import backend_of, cpu_backend
 from .core import MissingDtype, as_dtype, bfloat16, bool_, float16, float32, float64, get_default_dtype, int64, is_floating
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
 from .tensor import device as Device
-from .autograd import Function, is_grad_enabled, no_grad
+from .autograd import Function, bump_version, is_grad_enabled, no_grad
 
 # %% ../nbs/04_ops.ipynb #a439eea8
 def _result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
@@ -948,8 +948,8 @@ def in_place(self: Tensor, fn, *args) -> Tensor:
         raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(out.shape)}")
     if not is_floating(self.dtype) and is_floating(out.dtype) and out.dtype != self.dtype:
         raise RuntimeError(f"result type {out.dtype} can't be cast to the desired output type {self.dtype}")
+    bump_version(self)
     self.backend.assign(self._a, out._a)
-    self._version[0] += 1
     if recording: self.grad_fn, self.requires_grad = out.grad_fn, True
     return self
 

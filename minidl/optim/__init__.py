@@ -17,7 +17,7 @@ import math
 from numba import njit
 from ..backend import UpdateRule
 from ..core import float32, is_floating
-from ..autograd import enable_grad, no_grad
+from ..autograd import bump_version, enable_grad, no_grad
 from ..ops import cat
 from ..tensor import Tensor, move_array, tensor
 
@@ -93,7 +93,7 @@ class Optimizer:
             for group in self.param_groups:
                 for p, flat, g in self._params_with_grad(group):
                     self._update(group, p, flat, g)
-                    p._version[0] += 1
+                    bump_version(p)
         return loss
 
     def state_dict(self) -> dict:
