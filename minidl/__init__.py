@@ -9,7 +9,7 @@ __all__ = []
 # %% ../nbs/99_namespace.ipynb #7af99601
 from .core import (float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool_, get_default_dtype, set_default_dtype,
                          manual_seed, default_generator, Generator)
-from .tensor import (Tensor, Size, device, tensor, from_numpy, zeros, ones, empty, full, eye, arange, linspace,
+from .tensor import (Tensor, Size, device, tensor, from_numpy, from_dlpack, zeros, ones, empty, full, eye, arange, linspace,
                            rand, randn, randint, randperm, normal, zeros_like, ones_like, empty_like, full_like, rand_like,
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor,

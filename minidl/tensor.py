@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['cpu', 'INFERENCE_VERSION', 'element_strides', 'position', 'broadcast_shapes', 'device', 'Size', 'Tensor', 'wrap_dim',
-           'tensor', 'move_array', 'from_numpy', 'zeros', 'ones', 'empty', 'full', 'eye', 'arange', 'linspace', 'rand',
-           'randn', 'randint', 'normal', 'randperm', 'zeros_like', 'ones_like', 'empty_like', 'full_like', 'rand_like',
-           'randn_like', 'set_printoptions']
+           'tensor', 'move_array', 'from_numpy', 'from_dlpack', 'zeros', 'ones', 'empty', 'full', 'eye', 'arange',
+           'linspace', 'rand', 'randn', 'randint', 'normal', 'randperm', 'zeros_like', 'ones_like', 'empty_like',
+           'full_like', 'rand_like', 'randn_like', 'set_printoptions']
 
 # %% ../nbs/01_tensor.ipynb #63ac249b
 import numpy as np
@@ -207,6 +207,30 @@ def from_numpy(a: np.ndarray) -> Tensor:
     if not isinstance(a, np.ndarray): raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(a).__name__}")
     as_dtype(a.dtype)
     return Tensor(a)
+
+# %% ../nbs/01_tensor.ipynb #dd0ebc71
+_DLPACK_CPU = 1          # DLPack's device type for CPU memory (kDLCPU)
+
+def from_dlpack(ext) -> Tensor:
+    "A tensor sharing memory with `ext`, any object with `__dlpack__` that lives in CPU memory (a NumPy array, a PyTorch tensor, …): no copy."
+    if not hasattr(ext, "__dlpack__") or not hasattr(ext, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack expects an object with __dlpack__ and __dlpack_device__ (a NumPy array, a PyTorch tensor, …), got {type(ext).__name__}")
+    kind = ext.__dlpack_device__()[0]
+    if kind != _DLPACK_CPU:
+        raise BufferError(f"from_dlpack: minidl reads only CPU memory through DLPack (device type {_DLPACK_CPU}); this object lives on device type {kind}. "
+                          "Copy it to the CPU first (e.g. .cpu()).")
+    return from_numpy(np.from_dlpack(ext))
+
+def _dlpack(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+    "DLPack export: the description of this tensor's memory (NumPy's, for a CPU tensor), for `np.from_dlpack` and `torch.from_dlpack`."
+    if type(self._a) is not np.ndarray:
+        raise BufferError(f"__dlpack__: only CPU tensors can be exported through DLPack in minidl; this one is on {self.device} (.cpu() copies it)")
+    if self._a.flags.writeable is False: raise BufferError("__dlpack__: this tensor is a read-only view (an expand or broadcast); .clone() it first")
+    options = {k: v for k, v in dict(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy).items() if v is not None}
+    return self._a.__dlpack__(**options)
+
+Tensor.__dlpack__ = _dlpack
+Tensor.__dlpack_device__ = lambda self: (_DLPACK_CPU, 0) if type(self._a) is np.ndarray else (2, 0)
 
 # %% ../nbs/01_tensor.ipynb #9b7d9a6b
 def _size(size) -> tuple:
