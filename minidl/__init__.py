@@ -43,7 +43,7 @@ moveaxis, swapdims = movedim, swapaxes
 
 # %% ../nbs/99_namespace.ipynb #16945cc2
 def __getattr__(name):
-    if name == "cuda":
+    if name in ("cuda", "onnx"):                     # imported on first use, as torch.cuda and torch.onnx are: each pulls in a large library
         import importlib
-        return importlib.import_module("minidl.cuda")
+        return importlib.import_module(f"minidl.{name}")
     raise AttributeError(f"module 'minidl' has no attribute {name!r}")

@@ -590,9 +590,9 @@ def max_pool_arrays(xa: np.ndarray, g: Geometry):
     return out, idx
 
 class _MaxPool(Function):
-    "Wraps maxima already computed by `max_pool_arrays`; backward sends each gradient to its winner."
+    "Wraps maxima already computed by `max_pool_arrays` over windows `geom` (kept for whoever reads the graph, e.g. an exporter); backward sends each gradient to its winner."
     @staticmethod
-    def forward(ctx, x, out, idx):
+    def forward(ctx, x, out, idx, geom):
         ctx.idx, ctx.shape = idx, x.shape
         return Tensor(out)
     @staticmethod
@@ -620,8 +620,9 @@ def window_mean_grad(gy: np.ndarray, bounds: tuple, shape: tuple) -> np.ndarray:
 implement(cpu_backend, max_pool=max_pool_arrays, max_pool_grad=max_pool_grad, window_mean=window_mean, window_mean_grad=window_mean_grad)
 
 class _WindowMean(Function):
+    "Means over the windows `bounds`; `pool` says which pooling chose them: ('avg', geometry, count_include_pad, divisor_override) or ('adaptive', output size)."
     @staticmethod
-    def forward(ctx, x, bounds):
+    def forward(ctx, x, bounds, pool):
         ctx.bounds, ctx.shape = bounds, x.shape
         return Tensor(x.backend.window_mean(x._a, bounds))
     @staticmethod
@@ -647,13 +648,13 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     "Max over (kh, kw) windows of (N, C, H, W); stride defaults to the kernel size."
     x4, undo, g = _pool_args("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode)
     out, idx = x4.backend.max_pool(x4._a, g)
-    y = undo(_MaxPool.apply(x4, out, idx))
+    y = undo(_MaxPool.apply(x4, out, idx, g))
     return (y, undo(Tensor(idx))) if return_indices else y
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     "Max over windows of (N, C, L)."
     x4, undo, g = _pool_args("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return undo(_MaxPool.apply(x4, *x4.backend.max_pool(x4._a, g)))
+    return undo(_MaxPool.apply(x4, *x4.backend.max_pool(x4._a, g), g))
 
 def _avg_bounds(n, k, s, p, out, include_pad):
     start = np.arange(out) * s - p
@@ -668,7 +669,7 @@ def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_in
     h0, h1, hs = _avg_bounds(H, kh, sh, ph, g.out[0], count_include_pad)
     w0, w1, ws = _avg_bounds(W, kw, sw, pw, g.out[1], count_include_pad)
     div = np.full(g.out, float(divisor_override)) if divisor_override else np.outer(hs, ws).astype(np.float64)
-    return undo(_WindowMean.apply(x4, (h0, h1, w0, w1, div)))
+    return undo(_WindowMean.apply(x4, (h0, h1, w0, w1, div), ("avg", g, count_include_pad, divisor_override)))
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
     "Mean over (kh, kw) windows of (N, C, H, W)."
@@ -690,7 +691,7 @@ def _adaptive(name, nd, input, output_size):
     size = tuple(n if v is None else v for n, v in zip((H, W), (1, *wanted) if nd == 1 else wanted))
     if min(size) < 1: raise ValueError(f"{name}: output_size must be positive, got {output_size!r}")
     h0, h1 = _adaptive_bounds(H, size[0]); w0, w1 = _adaptive_bounds(W, size[1])
-    return undo(_WindowMean.apply(x4, (h0, h1, w0, w1, np.outer(h1 - h0, w1 - w0).astype(np.float64))))
+    return undo(_WindowMean.apply(x4, (h0, h1, w0, w1, np.outer(h1 - h0, w1 - w0).astype(np.float64)), ("adaptive", size)))
 
 def _as_sizes(v, n, name):
     t = (v,) * n if v is None or isinstance(v, (int, np.integer)) else tuple(v)

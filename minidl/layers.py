@@ -8,9 +8,9 @@ __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'CrossEntropyLoss', 'NLLLoss', 'MS
            'KLDivLoss', 'Parameter', 'Module', 'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_',
            'trunc_normal_', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear',
            'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList', 'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax',
-           'LogSoftmax', 'Dropout', 'dropout', 'embedding', 'Embedding', 'layer_norm', 'LayerNormFn', 'LayerNorm',
-           'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss',
-           'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
+           'LogSoftmax', 'Dropout', 'dropout', 'Embed', 'embedding', 'Embedding', 'layer_norm', 'LayerNormFn',
+           'LayerNorm', 'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss',
+           'l1_loss', 'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
            'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
            'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d',
            'dropout2d', 'Dropout1d', 'Dropout2d', 'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance',
@@ -370,12 +370,22 @@ def dropout(x, p: float = 0.5, training: bool = True):
     keep = Tensor(x.backend.uniform(x.shape, np.dtype(np.float64))) >= p     # U[0, 1) from minidl's generator, on x's device
     return x * (keep.to(x.dtype) * (1 / (1 - p)))
 
+class Embed(Function):
+    "Rows of `weight` at the integer tensor `index`: a gather whose backward adds each row's gradient back (repeats add up)."
+    @staticmethod
+    def forward(ctx, weight, index):
+        B = weight.backend
+        ctx.shape, ctx.positions = weight.shape, B.getitem(ops.flat_positions(weight), index._a)   # where each output element came from
+        return Tensor(B.getitem(weight._a, index._a))
+    @staticmethod
+    def backward(ctx, g): return ops.Put.apply(g, ctx.positions, ctx.shape), None
+
 def embedding(input, weight, padding_idx: int = None):
     "Rows of `weight` at the integer positions `input`; no gradient reaches row `padding_idx`."
     if input.dtype.kind not in "iu": raise TypeError(f"Embedding: indices must be an integer tensor, got {input.dtype}")
     n = weight.shape[0]
     input.backend.check_range(input._a, 0, n, f"Embedding: index out of range [0, {n}): got {{}}")
-    out = weight[input]
+    out = Embed.apply(weight, input)
     if padding_idx is not None and out.requires_grad:          # same values; no gradient reaches the padding row
         out = ops.where((input != padding_idx % n).unsqueeze(-1), out, out.detach())
     return out

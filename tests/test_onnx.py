@@ -1,0 +1,108 @@
+"""`minidl.onnx.export` layer by layer: every layer minidl's convolutional lessons have, exported with a dynamic batch,
+checked by `onnx.checker` (full check) and run in onnxruntime on batch sizes the trace never saw, against minidl."""
+import io
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+import minidl
+import minidl.nn as nn
+from minidl.onnx import export
+
+
+class Ops(nn.Module):
+    "Tensor ops a forward pass writes by hand: reshape, permute, slicing, cat, reductions, arithmetic with constants."
+    def __init__(self): super().__init__(); self.proj = nn.Linear(6, 6)
+    def forward(self, x):
+        y = self.proj(x).reshape(x.shape[0], 2, 3).permute(0, 2, 1)            # (N, 3, 2)
+        z = minidl.cat([y[:, :2], y[:, -1:] * 2.0, y[:, None, 0, ::-1] ** 2], 1)
+        return (z.sum(-1, keepdim=True) - z.exp().sqrt()) / 3 + (z.tanh().log1p().abs() + 1).rsqrt()
+
+
+class Embedded(nn.Module):
+    def __init__(self): super().__init__(); self.emb, self.norm = nn.Embedding(10, 8), nn.LayerNorm(8)
+    def forward(self, idx): return self.norm(self.emb(idx)).softmax(-1)
+
+
+def _batchnorm():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    m.train(); m(minidl.randn(8, 3, 6, 6)); m(minidl.randn(8, 3, 6, 6))          # running statistics that are not 0 and 1
+    return m
+
+
+LAYERS = {
+    "linear": (lambda: nn.Linear(5, 3), (5,)),
+    "linear, no bias": (lambda: nn.Linear(5, 3, bias=False), (5,)),
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1), (3, 11)),
+    "conv2d": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2, bias=False), (4, 9, 9)),
+    "conv transpose": (lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), (3, 5, 5)),
+    "max pool": (lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 7, 7)),
+    "max pool, ceil mode": (lambda: nn.MaxPool2d(2, stride=2, ceil_mode=True), (2, 7, 7)),
+    "avg pool": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (2, 7, 7)),
+    "avg pool, padding not counted": (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
+    "adaptive avg pool 1×1": (lambda: nn.AdaptiveAvgPool2d(1), (2, 5, 6)),
+    "adaptive avg pool 2×3": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 4, 6)),
+    "batchnorm, eval": (_batchnorm, (3, 6, 6)),
+    "layernorm": (lambda: nn.LayerNorm(6), (4, 6)),
+    "activations": (lambda: nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(),
+                                          nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4), nn.LogSoftmax(-1)), (4,)),
+    "flatten": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3), nn.Softmax(-1)), (1, 6, 6)),
+    "tensor ops": (Ops, (6,)),
+}
+
+
+def _roundtrip(model, example, opset=17, **inputs):
+    buf = io.BytesIO()
+    export(model, example, buf, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=opset)
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
+    return onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_matches_onnxruntime(name, opset):
+    minidl.manual_seed(0)
+    make, shape = LAYERS[name]
+    model = make().eval()
+    session = _roundtrip(model, minidl.randn(2, *shape), opset)
+    for n in (1, 7):
+        x = minidl.randn(n, *shape)
+        with minidl.no_grad(): want = model(x).numpy()
+        (got,) = session.run(None, {"input": x.numpy()})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_takes_integer_inputs():
+    minidl.manual_seed(1)
+    model = Embedded().eval()
+    session = _roundtrip(model, minidl.randint(0, 10, (2, 5)))
+    idx = minidl.randint(0, 10, (3, 5))
+    with minidl.no_grad(): want = model(idx).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": idx.numpy()})[0], want, rtol=1e-5, atol=1e-6)
+    assert onnx.load_from_string(_bytes(model, idx)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+
+
+def _bytes(model, example):
+    buf = io.BytesIO(); export(model, example, buf); return buf.getvalue()
+
+
+def test_weights_are_stored_once_under_their_names_and_the_training_mode_is_restored():
+    minidl.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
+    model.train()
+    names = sorted(i.name for i in onnx.load_from_string(_bytes(model, minidl.randn(2, 3))).graph.initializer if not i.name.startswith(("ints", "const")))
+    assert names == ["0.bias", "0.weight", "2.bias", "2.weight"] and model.training
+
+
+def test_what_cannot_be_exported_is_an_error_that_names_it():
+    class Sorted(nn.Module):
+        def __init__(self): super().__init__(); self.lin = nn.Linear(3, 3)
+        def forward(self, x): return self.lin(x).cumsum(-1)
+    with pytest.raises(NotImplementedError, match=r"minidl's op CumSum \(in layer 'Sorted'\) has no ONNX translation"): _bytes(Sorted(), minidl.randn(2, 3))
+    class Masked(nn.Module):
+        def __init__(self): super().__init__(); self.lin = nn.Linear(3, 3)
+        def forward(self, x): return self.lin(x) * (x > 0)
+    with pytest.raises(RuntimeError, match="would freeze it at its traced value"): _bytes(Masked(), minidl.randn(2, 3))
+    with pytest.raises(TypeError, match="args must be a Tensor or a tuple of Tensors"): _bytes(nn.Linear(3, 3), np.ones((2, 3), np.float32))
