@@ -30,7 +30,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     if attn_mask is not None:
         scores = masked_fill(scores, ~attn_mask, float("-inf")) if attn_mask.dtype == np.dtype(bool) else scores + attn_mask
     weights = ops.softmax(scores, -1)
-    if attn_mask is not None: weights = ops.where(all_(scores == float("-inf"), -1, keepdim=True), 0.0, weights)   # nowhere to attend: 0
+    if attn_mask is not None and not is_causal:               # (a causal row always sees key 0)
+        weights = ops.where(all_(scores == float("-inf"), -1, keepdim=True), 0.0, weights)   # nowhere to attend: 0
     if dropout_p > 0: weights = dropout(weights, dropout_p)
     return weights @ value
 

@@ -57,8 +57,10 @@ class GraphBuilder:
     "The ONNX graph being written: value names for traced tensors, nodes, initializers (weights and constants)."
     def __init__(self, opset: int):
         self.opset, self.nodes, self.initializers, self.names, self._count = opset, [], [], {}, {}
-        self.constants, self.current = [], None        # (value, the op being translated) of each tensor frozen as a constant
+        self.current = None                            # the op being translated
         self.weights = {}                              # id → (state_dict name, tensor) of the model's parameters and buffers
+        self.folded = set()                            # ids of op outputs computed from constants only: stored as constants
+        self.origin = {}                               # initializer name → the op whose translation made it
 
     def fresh(self, prefix: str) -> str:
         "A value name not used before."
@@ -69,6 +71,7 @@ class GraphBuilder:
         "Store `value` (an array or number) as an initializer; its name."
         name = self.fresh(prefix)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        self.origin[name] = self.current
         return name
 
     def name_of(self, t: Tensor) -> str:
@@ -78,9 +81,7 @@ class GraphBuilder:
             self.initializers.append(numpy_helper.from_array(w.detach().cpu().numpy(), name))
             self.names[id(t)] = name
         if id(t) not in self.names:
-            value = t.detach().cpu().numpy()
-            self.names[id(t)] = self.constant(value)
-            self.constants.append((value, self.current))
+            self.names[id(t)] = self.constant(t.detach().cpu().numpy())
         return self.names[id(t)]
 
     def node(self, op_type: str, inputs, **attrs) -> str:
@@ -253,12 +254,13 @@ def _layer_norm(g, op):
 def _require_onnx():
     if onnx is None: raise ImportError("minidl.onnx needs the onnx package: pip install 'minidl[onnx]'")
 
-def _other_values(t: Tensor) -> Tensor:
-    "A tensor of `t`'s shape and dtype with different values (for the second trace)."
+def _other_values(t: Tensor, dynamic: dict) -> Tensor:
+    "A tensor of `t`'s dtype with different values, one larger along each `dynamic` axis (for the second trace)."
     rng, a = np.random.default_rng(12345), t.detach().cpu().numpy()
-    if a.dtype.kind == "f": b = rng.standard_normal(a.shape).astype(a.dtype)
-    elif a.dtype.kind == "b": b = rng.random(a.shape) < 0.5
-    else: b = rng.integers(a.min() if a.size else 0, (a.max() if a.size else 0) + 1, a.shape).astype(a.dtype)
+    shape = tuple(n + 1 if i in dynamic else n for i, n in enumerate(a.shape))
+    if a.dtype.kind == "f": b = rng.standard_normal(shape).astype(a.dtype)
+    elif a.dtype.kind == "b": b = rng.random(shape) < 0.5
+    else: b = rng.integers(a.min() if a.size else 0, (a.max() if a.size else 0) + 1, shape).astype(a.dtype)
     return minidl.tensor(b).to(t.device)
 
 def _value_info(name: str, t: Tensor, dynamic: dict):
@@ -270,6 +272,19 @@ def _dynamic(dynamic_axes, name) -> dict:
     axes = (dynamic_axes or {}).get(name, {})
     return dict(axes) if isinstance(axes, dict) else {a: f"{name}_dim_{a}" for a in axes}
 
+def _compare_traces(g: GraphBuilder, check: GraphBuilder, model_name: str):
+    "The two traces must give the same graph: the same nodes, and the same constants (weights aside)."
+    for a, b in zip(g.initializers, check.initializers):
+        same = a.name == b.name and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b), equal_nan=True)
+        if not same and a.name not in {name for name, _ in g.weights.values()}:
+            op = g.origin.get(a.name)
+            where = f"{op.fn.__name__} (in layer '{op.module or model_name}')" if op is not None else "the graph"
+            raise RuntimeError(f"ONNX export: {where} uses a value computed from the input outside minidl's recorded ops (a comparison, a NumPy "
+                               "call, a size that follows a dynamic axis, …): it changed when the input did, and the export would freeze it at "
+                               "its traced value")
+    if [n.op_type for n in g.nodes] != [n.op_type for n in check.nodes] or len(g.initializers) != len(check.initializers):
+        raise RuntimeError("ONNX export: the traced graph changed with the input's values or sizes (data-dependent control flow?); it cannot be exported")
+
 def trace_graph(model, args: tuple, opset: int, input_names: list, output_names: list = None) -> tuple:
     "(graph builder, output value names, output tensors) for one traced forward pass of `model` on `args`."
     g = GraphBuilder(opset)
@@ -279,12 +294,17 @@ def trace_graph(model, args: tuple, opset: int, input_names: list, output_names:
         g.weights.setdefault(id(t), (name, t))                      # a tied weight is stored once, under its first name
     with tracing(model) as ops, enable_grad(): out = model(*inputs)
     for op in ops:
+        tensors = [a for a in op.args if isinstance(a, Tensor)]
+        if all(id(a) not in g.weights and (id(a) not in g.names or id(a) in g.folded) for a in tensors):
+            g.current = op                                          # nothing from the input or the weights: a constant, folded
+            g.names[id(op.out)] = g.name_of(op.out); g.folded.add(id(op.out))
+            continue
         if op.fn.__name__ not in CONVERTERS:
             raise NotImplementedError(f"ONNX export: minidl's op {op.fn.__name__} (in layer '{op.module or type(model).__name__}') has no ONNX "
                                       f"translation yet; the ops that have one are {', '.join(sorted(CONVERTERS))}")
         g.current = op
         g.names[id(op.out)] = CONVERTERS[op.fn.__name__](g, op)
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    outs = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if t is not None]     # a None output (the GPT's loss without targets) is left out
     output_names = output_names or ["output"] + [f"output.{i}" for i in range(1, len(outs))]
     for t, name in zip(outs, output_names): g.nodes.append(helper.make_node("Identity", [g.name_of(t)], [name], name=name))
     return g, output_names, outs
@@ -306,13 +326,10 @@ def export(model,                # a minidl Module
     model.eval()
     try:
         g, output_names, outs = trace_graph(model, args, opset_version, input_names, output_names)
-        check, _, _ = trace_graph(model, tuple(_other_values(a) for a in args), opset_version, input_names, output_names)
+        other = tuple(_other_values(a, _dynamic(dynamic_axes, n)) for a, n in zip(args, input_names))
+        check, _, _ = trace_graph(model, other, opset_version, input_names, output_names)
     finally: model.train(was_training)
-    for (a, op), (b, _) in zip(g.constants, check.constants):
-        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
-            raise RuntimeError(f"ONNX export: {op.fn.__name__} (in layer '{op.module or type(model).__name__}') uses a tensor computed from the input "
-                               "outside minidl's recorded ops (a comparison, a NumPy call, …): it changed when the input did, and the export "
-                               "would freeze it at its traced value")
+    _compare_traces(g, check, type(model).__name__)
     graph = helper.make_graph(g.nodes, type(model).__name__,
                               [_value_info(n, a, _dynamic(dynamic_axes, n)) for n, a in zip(input_names, args)],
                               [_value_info(n, t, _dynamic(dynamic_axes, n)) for n, t in zip(output_names, outs)], g.initializers)

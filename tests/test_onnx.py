@@ -106,3 +106,35 @@ def test_what_cannot_be_exported_is_an_error_that_names_it():
         def forward(self, x): return self.lin(x) * (x > 0)
     with pytest.raises(RuntimeError, match="would freeze it at its traced value"): _bytes(Masked(), minidl.randn(2, 3))
     with pytest.raises(TypeError, match="args must be a Tensor or a tuple of Tensors"): _bytes(nn.Linear(3, 3), np.ones((2, 3), np.float32))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self): super().__init__(); self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+    def forward(self, x): return self.attn(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("name", ["multihead attention", "transformer encoder", "gpt"])
+def test_attention_models_match_onnxruntime(name):
+    from minidl import gpt
+    minidl.manual_seed(3)
+    if name == "gpt":
+        model = gpt.GPT(gpt.GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16)).eval()
+        make = lambda n: minidl.randint(0, 11, (n, 16))
+    else:
+        model = (SelfAttention() if name == "multihead attention" else
+                 nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True), 2)).eval()
+        make = lambda n: minidl.randn(n, 5, 8)
+    session = _roundtrip(model, make(2))
+    for n in (1, 3):
+        x = make(n)
+        with minidl.no_grad():
+            out = model(x); want = (out[0] if isinstance(out, tuple) else out).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], want, rtol=1e-5, atol=2e-6)
+
+
+def test_a_shape_that_follows_the_batch_outside_the_recorded_ops_is_refused_for_a_dynamic_batch():
+    gru = nn.GRU(4, 5, batch_first=True).eval()                      # its zero initial state is made with the batch size
+    with pytest.raises(RuntimeError, match="a size that follows a dynamic axis"): _roundtrip(gru, minidl.randn(2, 3, 4))
+    x = minidl.randn(2, 3, 4)                                        # with the batch size fixed, it exports
+    session = onnxruntime.InferenceSession(_bytes(gru, x), providers=["CPUExecutionProvider"])
+    with minidl.no_grad(): np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], gru(x)[0].numpy(), rtol=1e-5, atol=1e-6)
