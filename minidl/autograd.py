@@ -13,7 +13,7 @@ import contextlib
 import weakref
 import numpy as np
 from .core import default_generator, is_floating
-from .tensor import INFERENCE_VERSION, Tensor, _set_inference_mode, tensor
+from .tensor import INFERENCE_VERSION, Tensor, make_inference_tensors, tensor
 
 # %% ../nbs/03_autograd.ipynb #384b4442
 class _GradMode:
@@ -49,10 +49,10 @@ class inference_mode(contextlib.ContextDecorator):
     def __enter__(self):
         self.prev = (_GradMode.enabled, _GradMode.inference)
         _GradMode.enabled, _GradMode.inference = not self.mode, self.mode
-        _set_inference_mode(self.mode)
+        make_inference_tensors(self.mode)
     def __exit__(self, *exc):
         _GradMode.enabled, _GradMode.inference = self.prev
-        _set_inference_mode(self.prev[1])
+        make_inference_tensors(self.prev[1])
 
 def is_inference_mode_enabled() -> bool:
     "Whether an `inference_mode` block is active."

@@ -16,7 +16,7 @@ from .core import atomic_write_bytes
 from .tensor import Tensor
 try:
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 except ImportError: onnx = None
 
 # %% ../nbs/24_onnx.ipynb #33f77cb4
@@ -50,7 +50,7 @@ def tracing(model):
         for h in hooks: h.remove()
 
 # %% ../nbs/24_onnx.ipynb #f686af97
-_ONNX_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int16": 5, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
+_ONNX_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int16": 5, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11, "bfloat16": 16}
 "ONNX's element type codes (`TensorProto.FLOAT` and so on) for minidl's dtypes."
 
 class GraphBuilder:
