@@ -242,6 +242,23 @@ def _window_mean(g, op):
     return g.node("AveragePool", [g.name_of(x)], kernel_shape=list(geom.kernel), strides=list(geom.stride), pads=_pads(geom),
                   count_include_pad=int(count_include_pad), ceil_mode=_ceil_mode(x, geom))
 
+@converts("LSTMLayerFn")
+def _lstm(g, op):
+    "One direction of one LSTM layer (lesson 18's whole-layer op) as ONNX's LSTM: the input projection is already done, so W is a permutation."
+    xw, h0, c0, W_hh, reverse = op.args
+    H = W_hh.shape[1]
+    order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in (0, 3, 1, 2)])    # PyTorch's gates i, f, g, o → ONNX's i, o, f, c
+    W = g.constant(np.eye(4 * H, dtype=xw.dtype)[order][None])                          # X·Wᵀ reorders the projected gates
+    R = g.node("Unsqueeze", [g.node("Gather", [g.name_of(W_hh), g.constant(order)], axis=0), g.ints([0])])
+    B = g.constant(np.zeros((1, 8 * H), xw.dtype))
+    h, c = (g.node("Unsqueeze", [g.name_of(t), g.ints([0])]) for t in (h0, c0))
+    y = g.fresh("lstm")
+    g.nodes.append(helper.make_node("LSTM", [g.name_of(xw), W, R, B, "", h, c], [y, y + "_h", y + "_c"], name=y, hidden_size=H,
+                                    direction="reverse" if reverse else "forward"))
+    # the op's output holds every step's h and c; ONNX returns every h but only the last c, which is all lstm_layer reads of c
+    cs = g.node("Expand", [y + "_c", g.ints([xw.shape[0], 1, 1, 1])])
+    return g.node("Concat", [y, cs], axis=1)
+
 @converts("LayerNormFn")
 def _layer_norm(g, op):
     x, weight, bias, dims, eps = op.args
@@ -304,7 +321,8 @@ def trace_graph(model, args: tuple, opset: int, input_names: list, output_names:
                                       f"translation yet; the ops that have one are {', '.join(sorted(CONVERTERS))}")
         g.current = op
         g.names[id(op.out)] = CONVERTERS[op.fn.__name__](g, op)
-    outs = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if t is not None]     # a None output (the GPT's loss without targets) is left out
+    flat = lambda o: [t for x in o for t in flat(x)] if isinstance(o, (tuple, list)) else [o]
+    outs = [t for t in flat(out) if t is not None]     # nested outputs in order, as PyTorch flattens them; None (a GPT's loss without targets) left out
     output_names = output_names or ["output"] + [f"output.{i}" for i in range(1, len(outs))]
     for t, name in zip(outs, output_names): g.nodes.append(helper.make_node("Identity", [g.name_of(t)], [name], name=name))
     return g, output_names, outs

@@ -138,3 +138,26 @@ def test_a_shape_that_follows_the_batch_outside_the_recorded_ops_is_refused_for_
     x = minidl.randn(2, 3, 4)                                        # with the batch size fixed, it exports
     session = onnxruntime.InferenceSession(_bytes(gru, x), providers=["CPUExecutionProvider"])
     with minidl.no_grad(): np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], gru(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(num_layers=1), dict(num_layers=2, bidirectional=True), dict(num_layers=2, bias=False)], ids=str)
+def test_lstm_matches_onnxruntime_outputs_and_final_states(kw):
+    minidl.manual_seed(5)
+    lstm = nn.LSTM(4, 5, batch_first=True, **kw).eval()
+    x = minidl.randn(2, 6, 4)
+    buf = io.BytesIO(); export(lstm, x, buf, output_names=["y", "h", "c"])
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
+    assert "LSTM" in {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    got = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
+    with minidl.no_grad(): y, (h, c) = lstm(x)
+    for a, b in zip(got, (y, h, c)): np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_character_lstm_of_lesson_23_exports():
+    from minidl.lm import CharLSTM
+    minidl.manual_seed(6)
+    model = CharLSTM(11, n_embd=8, n_layer=2).eval()
+    idx = minidl.randint(0, 11, (3, 7))
+    session = onnxruntime.InferenceSession(_bytes(model, idx), providers=["CPUExecutionProvider"])
+    with minidl.no_grad(): want = model(idx)[0].numpy()
+    np.testing.assert_allclose(session.run(None, {"input": idx.numpy()})[0], want, rtol=1e-5, atol=1e-6)
