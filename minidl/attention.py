@@ -76,17 +76,17 @@ class MultiheadAttention(Module):
         W = ops.chunk(self.in_proj_weight, 3, 0) if self._qkv_same_embed_dim else (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
         b = ops.chunk(self.in_proj_bias, 3, 0) if self.in_proj_bias is not None else (None,) * 3
         q, k, v = (x @ w.T if bias is None else x @ w.T + bias for x, w, bias in zip((query, key, value), W, b))     # (n, N, E)
-        extra = []                                               # key positions added after the sequence: masks get a column each
+        added = 0                                                # key positions added after the sequence: masks get a column each
         if self.bias_k is not None:
             k, v = ops.cat([k, self.bias_k.expand(1, N, E)]), ops.cat([v, self.bias_v.expand(1, N, E)])
-            extra.append("bias")
+            added += 1
         heads = lambda x, n: x.reshape(n, N, H, self.head_dim).permute(1, 2, 0, 3)       # (n, N, E) -> (N, H, n, head_dim)
         q, k, v = heads(q, L), heads(k, k.shape[0]), heads(v, v.shape[0])
         if self.add_zero_attn:
             zero = Tensor(k.backend.full((N, H, 1, self.head_dim), 0, k.dtype))
             k, v = ops.cat([k, zero], 2), ops.cat([v, zero], 2)
-            extra.append("zero")
-        attn_mask, key_padding_mask = (None if m is None else conv.pad(m, (0, len(extra))) for m in (attn_mask, key_padding_mask))
+            added += 1
+        attn_mask, key_padding_mask = (None if m is None else conv.pad(m, (0, added)) for m in (attn_mask, key_padding_mask))
         S = k.shape[2]
         scores = (q @ k.transpose(-2, -1)) * (1 / math.sqrt(self.head_dim))
         mask = _additive(attn_mask, scores.dtype)

@@ -442,7 +442,7 @@ GPT_CPU = dict(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, dr
 "nanoGPT's configuration for Shakespeare on a CPU (its README's command line)."
 
 def torch_gpt(torch, block_size, vocab_size, n_layer, n_head, n_embd, dropout, bias):
-    "nanoGPT's GPT in PyTorch (its parameter names; `F.scaled_dot_product_attention`), and its `generate` as a function of the model."
+    "nanoGPT's GPT in PyTorch: its parameter names, `F.scaled_dot_product_attention`, and its `generate` (no KV cache)."
     nn, F = torch.nn, torch.nn.functional
     class Attention(nn.Module):
         def __init__(self):
@@ -507,9 +507,7 @@ def gpt_steps(torch, n: int) -> dict:
     fns = {"minidl": md_steps}
     if torch:
         tmodel = _torch_copy(torch, torch_gpt(torch, **GPT_CPU), model)
-        params = list(tmodel.parameters())                # nanoGPT's configure_optimizers: decay on matrices and embeddings only
-        topt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+        topt = torch.optim.AdamW(lm.weight_decay_groups(tmodel, 0.1), lr=1e-3, betas=(0.9, 0.99))     # (torch's parameters have .ndim too)
         t_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
         def t_steps():
             for x, y in t_batches:

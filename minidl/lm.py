@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TRAIN', 'EVAL', 'SAMPLE', 'TEXT_DATASETS', 'LM_MODELS', 'stream', 'random_windows', 'lr_at', 'estimate_loss',
-           'CharLSTM', 'create_lm', 'weight_decay_groups', 'plot_history', 'train_lm', 'load_lm', 'sample',
-           'main_train_lm', 'main_train', 'evaluate_lm', 'main_eval', 'main_sample']
+           'split_losses', 'CharLSTM', 'create_lm', 'weight_decay_groups', 'plot_history', 'train_lm', 'load_lm',
+           'sample', 'main_train_lm', 'main_train', 'evaluate_lm', 'main_eval', 'main_sample']
 
 # %% ../nbs/23_lm_commands.ipynb #ef8d373f
 import argparse
@@ -57,6 +57,10 @@ def estimate_loss(model, ids: Tensor, batch_size: int, block_size: int, batches:
     with no_grad(): loss = float(np.mean([model(*random_windows(ids, batch_size, block_size, generator))[1].item() for _ in range(batches)]))
     model.train()
     return loss
+
+def split_losses(model, splits, config: dict, batches: int) -> list:
+    "[train loss, validation loss] of a run's `model`: `estimate_loss` on each split, on the windows the run with `config` always evaluates."
+    return [estimate_loss(model, ids, config["batch_size"], config["block_size"], batches, stream(EVAL, config["seed"], k)) for k, ids in enumerate(splits)]
 
 # %% ../nbs/23_lm_commands.ipynb #24e48183
 class CharLSTM(Module):
@@ -187,8 +191,7 @@ def train_lm(dataset="shakespeare",  # a name from TEXT_DATASETS
     prompt = tensor([[tok.stoi.get("\n", 0)]])                 # samples start a new line
 
     def evaluate(step, seconds, steps_timed):
-        losses = [estimate_loss(net, ids, c["batch_size"], c["block_size"], c["eval_iters"], stream(EVAL, c["seed"], k))
-                  for k, ids in enumerate((train_ids, val_ids))]
+        losses = split_losses(net, (train_ids, val_ids), c, c["eval_iters"])
         history.append([step, *losses])
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "config": c, "iter": step, "history": history}
         minidl.save(state, out / "last.safetensors")
@@ -292,7 +295,7 @@ def evaluate_lm(checkpoint, eval_iters: int = None, print_fn=print) -> dict:
     text = TEXT_DATASETS[c["dataset"]]()
     splits = split_by_position(tensor(tok.encode(text)), (0.9, 0.1))
     n = eval_iters or c["eval_iters"]
-    train, val = (estimate_loss(net, ids, c["batch_size"], c["block_size"], n, stream(EVAL, c["seed"], k)) for k, ids in enumerate(splits))
+    train, val = split_losses(net, splits, c, n)
     print_fn(f"{c['model']} on {c['dataset']}: train loss {train:.4f}, val loss {val:.4f} ({n} batches of {c['batch_size']} windows of {c['block_size']})")
     return {"train_loss": train, "val_loss": val}
 

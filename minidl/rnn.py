@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CELLS', 'LAYERS', 'lstm_cell_update', 'lstm_cell_grad_update', 'RNNBase', 'RNN', 'LSTM', 'GRU', 'RNNCell', 'LSTMCell',
-           'GRUCell', 'lstm_cell_element', 'lstm_cell_grad_element', 'LSTMCellFn', 'LSTMLayerFn', 'lstm_layer',
-           'pad_sequence']
+           'GRUCell', 'lstm_cell_element', 'lstm_cell_grad_element', 'cell_backward', 'LSTMCellFn', 'LSTMLayerFn',
+           'lstm_layer', 'pad_sequence']
 
 # %% ../nbs/18_rnn.ipynb #673fe317
 import math
@@ -222,16 +222,20 @@ def _lstm_cell_arrays(c, gates, hc, hidden):
     np.add(f * c.reshape(-1, H), i * g, out=h_c[1])
     np.multiply(o, np.tanh(h_c[1]), out=h_c[0])
 
+def cell_backward(i, f, g, o, c, gh, gc, tanh):
+    "The cell's backward from its activated gates, the previous c and the gradients reaching h' and c': (the four gate pre-activations' gradients, c's). On arrays and on tensors alike."
+    tc = tanh(f * c + i * g)
+    gc = gc + gh * o * (1 - tc * tc)
+    return (gc * g * i * (1 - i), gc * c * f * (1 - f), gc * i * (1 - g * g), gh * tc * o * (1 - o)), gc * f
+
 def _lstm_cell_grad_arrays(dc, dgates, g, gates, c, hidden):
     "`lstm_cell_grad_element` for every element at once, on NumPy arrays."
     H = int(hidden)
-    a, g2, c = gates.reshape(-1, 4, H), g.reshape(2, -1, H), c.reshape(-1, H)
-    i, f, gg, o = K.sigmoid(a[:, 0]), K.sigmoid(a[:, 1]), np.tanh(a[:, 2]), K.sigmoid(a[:, 3])
-    tc = np.tanh(f * c + i * gg)
-    gc = g2[1] + g2[0] * o * (1 - tc * tc)
+    a, g2 = gates.reshape(-1, 4, H), g.reshape(2, -1, H)
+    grads, dc_prev = cell_backward(K.sigmoid(a[:, 0]), K.sigmoid(a[:, 1]), np.tanh(a[:, 2]), K.sigmoid(a[:, 3]), c.reshape(-1, H), g2[0], g2[1], np.tanh)
     d = dgates.reshape(-1, 4, H)
-    d[:, 0], d[:, 1], d[:, 2], d[:, 3] = gc * gg * i * (1 - i), gc * c * f * (1 - f), gc * i * (1 - gg * gg), g2[0] * tc * o * (1 - o)
-    np.multiply(gc, f, out=dc.reshape(-1, H))
+    for k in range(4): d[:, k] = grads[k]
+    np.copyto(dc.reshape(-1, H), dc_prev)
 
 lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_arrays)
 lstm_cell_grad_update = UpdateRule(lstm_cell_grad_element, _lstm_cell_grad_arrays)
@@ -242,12 +246,10 @@ def _flat(B, a):
     return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
 
 def _cell_grads_as_ops(gates, c, g):
-    "The fused cell's backward written with tensor ops (recorded when a second derivative is being built)."
+    "The fused cell's backward with tensor ops (recorded when a second derivative is being built): `cell_backward` again."
     i, f, gg, o = ops.chunk(gates, 4, -1)
-    i, f, gg, o = i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid()
-    tc = (f * c + i * gg).tanh()
-    gh, gc = g[0], g[1] + g[0] * o * (1 - tc * tc)
-    return ops.cat([gc * gg * i * (1 - i), gc * c * f * (1 - f), gc * i * (1 - gg * gg), gh * tc * o * (1 - o)], -1), gc * f
+    grads, dc = cell_backward(i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid(), c, g[0], g[1], ops.tanh)
+    return ops.cat(list(grads), -1), dc
 
 class LSTMCellFn(Function):
     "The LSTM cell's elementwise work in one kernel per pass: (pre-activation gates (N, 4H), c (N, H)) → the stacked (h', c') of shape (2, N, H)."
@@ -330,7 +332,8 @@ class LSTMLayerFn(Function):
 
 def lstm_layer(x, h, c, W_ih, W_hh, b_ih, b_hh, reverse: bool) -> tuple:
     "One direction of one LSTM layer over x (T, N, features): (every step's h (T, N, H), the last h, the last c), by `LSTMLayerFn`."
-    xw = _project(x, W_ih, b_ih) + b_hh if b_hh is not None else _project(x, W_ih, None)
+    xw = _project(x, W_ih, b_ih)
+    if b_hh is not None: xw = xw + b_hh                    # both biases folded into the projection, once
     hcs = LSTMLayerFn.apply(xw, h, c, W_hh, reverse)
     last = hcs[0] if reverse else hcs[-1]
     return hcs[:, 0], last[0], last[1]

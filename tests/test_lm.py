@@ -116,6 +116,9 @@ def test_train_routes_by_model_dataset_or_checkpoint(tmp_path):
     assert "--n-head" in _minidl("train", "--model", "lstm", "--help").stdout
     assert "--n-head" in _minidl("train", "--dataset", "names", "--help").stdout
     assert "--epochs" in _minidl("train", "--help").stdout                          # the classifiers' command, as before
+    L.train_lm(**{**TINY, "iters": 1}, out=tmp_path, print_fn=lambda s: None)
+    r = _minidl("train", "--resume", str(tmp_path / "last.safetensors"))                # a language model's checkpoint: lesson 23's command
+    assert r.returncode == 2 and "has finished all its 1 steps" in r.stderr, r.stderr
 
 
 def test_sampling_refuses_what_it_cannot_do(tmp_path):

@@ -90,10 +90,11 @@ def _bytes(model, example):
 
 def test_weights_are_stored_once_under_their_names_and_the_training_mode_is_restored():
     minidl.manual_seed(2)
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
+    model[4].weight = model[0].weight                                   # tied
     model.train()
     names = sorted(i.name for i in onnx.load_from_string(_bytes(model, minidl.randn(2, 3))).graph.initializer if not i.name.startswith(("ints", "const")))
-    assert names == ["0.bias", "0.weight", "2.bias", "2.weight"] and model.training
+    assert names == ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias"] and model.training
 
 
 def test_what_cannot_be_exported_is_an_error_that_names_it():
