@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'inference_mode', 'is_inference_mode_enabled',
-           'bump_version', 'Node', 'Function', 'backward', 'retain_grad', 'detach', 'requires_grad_', 'grad',
-           'RemovableHandle', 'register_hook', 'Checkpoint', 'checkpoint', 'GradcheckError', 'gradcheck',
-           'gradgradcheck', 'SVGDrawing', 'draw_graph']
+           'bump_version', 'Node', 'Function', 'PostAccumulateGradHook', 'backward', 'retain_grad', 'detach',
+           'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'register_post_accumulate_grad_hook',
+           'Checkpoint', 'checkpoint', 'GradcheckError', 'gradcheck', 'gradgradcheck', 'SVGDrawing', 'draw_graph']
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
 import contextlib
@@ -143,22 +143,31 @@ def _accumulate(store: dict, key, g):
 def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=None):
     """Propagate `grads` from `roots` (tensors) to the leaves. Leaf gradients are summed into `.grad`,
     or, when `capture` (a dict keyed by the tensors wanted) is given, into `capture` instead."""
-    pending, consumers, stack, seen, hooked_leaves = {}, {}, [], set(), {}
+    pending, consumers, stack, seen, held = {}, {}, [], set(), {}
+    def expect(leaf):                              # a leaf with hooks: count the gradients it will receive
+        h = held.setdefault(id(leaf), [leaf, None, 0]); h[2] += 1
     def to_leaf(leaf, g):
         if leaf._hooks is None: return _deliver(leaf, g, capture)
-        held = hooked_leaves.setdefault(id(leaf), [leaf, None])      # a leaf with hooks: its hooks see the whole gradient, once
-        held[1] = g if held[1] is None else held[1] + g
-    for t, g in zip(roots, grads):
-        edge = _edge(t)
+        h = held[id(leaf)]                         # held back and summed: its hooks see the whole gradient, once,
+        if g is not None: h[1] = g if h[1] is None else h[1] + g
+        h[2] -= 1
+        if h[2] == 0 and h[1] is not None: _finish_leaf(leaf, h[1], capture)    # as soon as the last part arrives
+    edges = [_edge(t) for t in roots]
+    for edge in edges:
+        if isinstance(edge, Tensor) and edge._hooks is not None: expect(edge)
+    for edge, g in zip(edges, grads):
         if isinstance(edge, Tensor): to_leaf(edge, g)
         elif edge is not None:
             _accumulate(pending, edge, g)
             if edge not in seen: seen.add(edge); stack.append(edge)
     order_stack = list(stack)
-    while stack:                                   # count consumers of every reachable node
+    while stack:                                   # count consumers of every reachable node (and of every leaf with hooks)
         node = stack.pop()
         for e in node.next:
-            if isinstance(e, Node):
+            if e is None: continue
+            if isinstance(e, Tensor):
+                if e._hooks is not None: expect(e)
+            else:
                 consumers[e] = consumers.get(e, 0) + 1
                 if e not in seen: seen.add(e); stack.append(e)
     ready = [n for n in order_stack if consumers.get(n, 0) == 0]
@@ -177,17 +186,29 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
             if not isinstance(grads_in, tuple): grads_in = (grads_in,)
             if not retain_graph: node.free()
             for e, gi in zip(node.next, grads_in):
-                if e is None or gi is None: continue
-                if isinstance(e, Tensor): to_leaf(e, gi)
-                else:
+                if e is None: continue
+                if isinstance(e, Tensor):
+                    if gi is not None or e._hooks is not None: to_leaf(e, gi)
+                elif gi is not None:
                     _accumulate(pending, e, gi)
                     consumers[e] -= 1
                     if consumers[e] == 0: ready.append(e)
-        for leaf, g in hooked_leaves.values(): _deliver(leaf, _run_hooks(leaf._hooks, g), capture)
+
+def _finish_leaf(leaf: Tensor, g: Tensor, capture):
+    "A hooked leaf's whole gradient: through its gradient hooks, into `.grad` (or `capture`), then its post-accumulate hooks."
+    _deliver(leaf, _run_hooks(leaf._hooks, g), capture)
+    if capture is None:
+        for hook in list(leaf._hooks.values()):
+            if isinstance(hook, PostAccumulateGradHook): hook.fn(leaf)
+
+class PostAccumulateGradHook:
+    "A hook run with the leaf itself once its gradient has been added into `.grad` (kept among the leaf's hooks)."
+    def __init__(self, fn): self.fn = fn
 
 def _run_hooks(hooks: dict, g: Tensor) -> Tensor:
     "`g` passed through each gradient hook in turn; a hook's non-None result replaces it."
     for hook in list(hooks.values()):
+        if isinstance(hook, PostAccumulateGradHook): continue
         out = hook(g)
         if out is not None:
             if not isinstance(out, Tensor) or out._shape != g._shape:
@@ -283,7 +304,15 @@ def register_hook(self, hook) -> RemovableHandle:
     key = object(); owner._hooks[key] = hook
     return RemovableHandle(owner._hooks, key)
 
-Tensor.register_hook = register_hook
+def register_post_accumulate_grad_hook(self, hook) -> RemovableHandle:
+    "Call `hook(tensor)` on this leaf as soon as its gradient has been added into `.grad`, while backward goes on elsewhere."
+    if not self.requires_grad: raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    if self.grad_fn is not None: raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    if self._hooks is None: self._hooks = {}
+    key = object(); self._hooks[key] = PostAccumulateGradHook(hook)
+    return RemovableHandle(self._hooks, key)
+
+Tensor.register_hook, Tensor.register_post_accumulate_grad_hook = register_hook, register_post_accumulate_grad_hook
 
 # %% ../nbs/03_autograd.ipynb #cddf5fa7
 class Checkpoint(Function):

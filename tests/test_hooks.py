@@ -72,3 +72,18 @@ def test_a_module_with_two_inputs_that_need_gradients_is_refused_with_a_reason()
     a, b = minidl.ones(2, requires_grad=True), minidl.ones(2, requires_grad=True)
     with pytest.raises(NotImplementedError, match="at most one tensor input that requires grad; this call has 2"): m(a, b)
     assert m(a, minidl.ones(2)).requires_grad                       # one that needs a gradient: fine
+
+
+def test_post_accumulate_grad_hooks_run_once_per_leaf_with_the_accumulated_grad_as_pytorchs():
+    net, tnet, x, tx = twin_nets()
+    got, want = [], []
+    for (name, p), (_, tp) in zip(net.named_parameters(), tnet.named_parameters()):
+        p.register_post_accumulate_grad_hook(lambda p, name=name: got.append((name, p.grad.numpy().copy())))
+        tp.register_post_accumulate_grad_hook(lambda p, name=name: want.append((name, p.grad.numpy().copy())))
+    for _ in range(2):                                   # the second pass adds into .grad: the hooks see the sum
+        (net(x) ** 2).sum().backward(); (tnet(tx) ** 2).sum().backward()
+    for calls in (got, want):                            # each leaf once per pass, the last layer's before the first's
+        assert [n[0] for n, _ in calls] == ["3", "3", "0", "0"] * 2 and len({n for n, _ in calls[:4]}) == 4
+    for i in (0, 4):
+        g, w = dict(got[i:i + 4]), dict(want[i:i + 4])
+        for name in w: np.testing.assert_allclose(g[name], w[name], rtol=1e-4, atol=1e-5)
