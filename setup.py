@@ -41,7 +41,8 @@ setuptools.setup(
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),
     extras_require={"dev": reqs("dev_requirements"), "cuda": reqs("cuda_requirements"), "data": reqs("data_requirements"),
-                    "bfloat16": reqs("bfloat16_requirements"), "onnx": reqs("onnx_requirements")},
+                    "bfloat16": reqs("bfloat16_requirements"), "onnx": reqs("onnx_requirements"),
+                    "distributed": reqs("distributed_requirements")},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],

@@ -43,7 +43,7 @@ moveaxis, swapdims = movedim, swapaxes
 
 # %% ../nbs/99_namespace.ipynb #16945cc2
 def __getattr__(name):
-    if name in ("cuda", "onnx"):                     # imported on first use, as torch.cuda and torch.onnx are: each pulls in a large library
+    if name in ("cuda", "onnx", "distributed"):      # imported on first use: each pulls in a large library (numba.cuda, onnx, MPI)
         import importlib
         return importlib.import_module(f"minidl.{name}")
     raise AttributeError(f"module 'minidl' has no attribute {name!r}")

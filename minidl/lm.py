@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TRAIN', 'EVAL', 'SAMPLE', 'TEXT_DATASETS', 'LM_MODELS', 'stream', 'random_windows', 'lr_at', 'estimate_loss',
            'split_losses', 'CharLSTM', 'create_lm', 'weight_decay_groups', 'plot_history', 'train_lm', 'load_lm',
-           'sample', 'main_train_lm', 'main_train', 'evaluate_lm', 'main_eval', 'main_sample']
+           'sample', 'main_train_lm', 'trains_language_model', 'main_train', 'evaluate_lm', 'main_eval', 'main_sample']
 
 # %% ../nbs/23_lm_commands.ipynb #ef8d373f
 import argparse
@@ -278,16 +278,19 @@ def main_train_lm(argv=None) -> int:
         return 130
     return 0
 
-def main_train(argv=None) -> int:
-    "`minidl train`: a language model (`--model gpt|lstm`, a text `--dataset`, or a resumed language-model run) here; any other run is lesson 11's."
-    argv = sys.argv[1:] if argv is None else list(argv)
+def trains_language_model(argv) -> bool:
+    "Whether `minidl train` options ask for a language model: `--model gpt|lstm`, a text `--dataset`, or a resumed language-model run."
     p = argparse.ArgumentParser(add_help=False)
     for name in ("--model", "--dataset", "--resume"): p.add_argument(name)
     a, _ = p.parse_known_args(argv)
     try: resumed = minidl.load(a.resume).get("config", {}) if a.resume else {}
     except (ValueError, OSError): resumed = {}           # not a checkpoint: lesson 11's command says what is wrong with it
-    text = a.model in LM_MODELS or a.dataset in TEXT_DATASETS or resumed.get("model") in LM_MODELS
-    return (main_train_lm if text else classifiers.main_train)(argv)
+    return a.model in LM_MODELS or a.dataset in TEXT_DATASETS or resumed.get("model") in LM_MODELS
+
+def main_train(argv=None) -> int:
+    "`minidl train`: a language model here; any other run is lesson 11's."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return (main_train_lm if trains_language_model(argv) else classifiers.main_train)(argv)
 
 def evaluate_lm(checkpoint, eval_iters: int = None, print_fn=print) -> dict:
     "The train and validation loss of the language model in `checkpoint`, estimated as its run did (`eval_iters` batches: the run's by default)."

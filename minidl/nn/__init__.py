@@ -17,3 +17,9 @@ from ..rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell
 from ..attention import (MultiheadAttention, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                               TransformerEncoderLayer)
 from . import functional, init, utils
+
+def __getattr__(name):
+    if name == "parallel":             # `nn.parallel.DistributedDataParallel`: imported on first use, with lesson 25's Learner support
+        import importlib
+        return importlib.import_module("minidl.nn.parallel")
+    raise AttributeError(f"module 'minidl.nn' has no attribute {name!r}")

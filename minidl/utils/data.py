@@ -9,3 +9,4 @@ __all__ = []
 from ..data import (BatchSampler, ConcatDataset, DataLoader, Dataset, IterableDataset, RandomSampler, Sampler,
                          SequentialSampler, Subset, SubsetRandomSampler, TensorDataset, WeightedRandomSampler, WorkerInfo,
                          default_collate, default_convert, get_worker_info, random_split)
+from ..distributed import DistributedSampler
