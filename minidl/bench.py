@@ -8,7 +8,7 @@ __all__ = ['TIMED_WORK', 'PRECISIONS', 'GPT_CPU', 'WORKLOADS', 'QUIET_POOLS', 'E
            'bench_autograd', 'timed_in_turns', 'mnist_shaped', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d',
            'torch_lenet', 'lenet_epochs', 'bench_lenet_epoch', 'epoch_peak_mib', 'bench_memory', 'startup_times',
            'bench_startup', 'bench_precision', 'torch_gpt', 'gpt_steps', 'lstm_steps', 'gpt_generation',
-           'bench_sequence', 'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
+           'bench_sequence', 'bench_distributed', 'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -567,6 +567,91 @@ def bench_sequence(torch, steps=10, new_tokens=200, rounds=5) -> Table:
     return t
 
 
+# %% ../nbs/95_bench.ipynb #7a719b2b
+_DISTRIBUTED_SCRIPT = """
+import contextlib, json, os, socket, sys, time
+import numpy as np
+import minidl, minidl.distributed as dist
+from minidl import nn
+from mpi4py import MPI
+dist.init_process_group()
+rank, world, steps, with_torch = dist.get_rank(), dist.get_world_size(), int(sys.argv[1]), sys.argv[2] == "1"
+comm, widths = MPI.COMM_WORLD, [256, 512, 512, 512, 512, 10]
+X, Y = np.random.default_rng(rank).standard_normal((64, 256)).astype(np.float32), np.random.default_rng(rank).integers(0, 10, 64)
+
+def median_time(fn, n):
+    times = []
+    for _ in range(n + 3):
+        comm.Barrier(); t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    return float(np.median(times[3:]))
+
+def timings(loss_fn, ddp, opt, x, y):
+    def step(sync):
+        with (contextlib.nullcontext() if sync else ddp.no_sync()): loss_fn(ddp(x), y).backward()
+        opt.step(); opt.zero_grad()
+    return {"step": median_time(lambda: step(True), steps), "compute": median_time(lambda: step(False), steps)}
+
+out = {}
+minidl.manual_seed(0)
+layers = [m for a, b in zip(widths[:-1], widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
+ddp = dist.DistributedDataParallel(nn.Sequential(*layers))
+out["minidl"] = timings(nn.functional.cross_entropy, ddp, minidl.optim.SGD(ddp.parameters(), lr=0.01),
+                        minidl.tensor(X), minidl.tensor(Y))
+if with_torch:
+    import torch, torch.distributed as tdist
+    torch.set_num_threads(int(os.environ["NUMBA_NUM_THREADS"]))
+    port = np.zeros(1, np.int64)
+    if rank == 0:
+        with socket.socket() as s: s.bind(("127.0.0.1", 0)); port[0] = s.getsockname()[1]
+    comm.Bcast(port, root=0)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port[0]}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    tlayers = [m for a, b in zip(widths[:-1], widths[1:]) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())][:-1]
+    tddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(*tlayers))
+    out["torch"] = timings(torch.nn.functional.cross_entropy, tddp, torch.optim.SGD(tddp.parameters(), lr=0.01),
+                           torch.from_numpy(X), torch.from_numpy(Y))
+if world > 1:
+    for mib in (1, 16):
+        a = minidl.ones(mib * 2**18)
+        out[f"all_reduce {mib}"] = {"minidl": median_time(lambda: dist.all_reduce(a), steps),
+                                    "MPI": median_time(lambda: comm.Allreduce(MPI.IN_PLACE, a.numpy()), steps)}
+        if with_torch:
+            ta = torch.ones(mib * 2**18)
+            out[f"all_reduce {mib}"]["torch"] = median_time(lambda: tdist.all_reduce(ta), steps)
+if rank == 0: print(json.dumps(out))
+"""
+
+def bench_distributed(torch, steps=20) -> Table:
+    "DDP training steps on one and two MPI processes, and the all-reduce bandwidth, next to PyTorch's DDP over gloo."
+    from minidl import distributed as dist
+    t = Table("data-parallel training (MPI processes, one thread each)", ["workload", "minidl", "torch", "minidl / torch"])
+    if not dist.is_available():
+        t.notes.append("mpi4py is not installed (pip install 'minidl[distributed]'): nothing measured"); return t
+    os.environ["NUMBA_NUM_THREADS"] = "1"                  # one thread per process: two processes fill the two cores
+    runs = {}
+    for n in (1, 2):
+        r = dist.launch(n, ["-c", _DISTRIBUTED_SCRIPT, str(steps), "1" if torch else "0"], capture_output=True, timeout=600)
+        if r.returncode: raise RuntimeError(f"the {n}-process run failed:\n{r.stderr[-3000:]}")
+        runs[n] = json.loads(r.stdout.splitlines()[-1])
+    libs = ("minidl", "torch") if torch else ("minidl",)
+    def row(label, value):
+        v = {lib: value(lib) for lib in libs}
+        t.add(label, v["minidl"], v.get("torch"), v["minidl"] / v["torch"] if torch else None)
+    for n in (1, 2): row(f"MLP training step, {n} process{'es' if n > 1 else ''}: ms per step", lambda lib: runs[n][lib]["step"] * 1e3)
+    row("2 processes: share of the step spent communicating", lambda lib: 1 - runs[2][lib]["compute"] / runs[2][lib]["step"])
+    row("2 processes: samples per second / 1 process's", lambda lib: 2 * runs[1][lib]["step"] / runs[2][lib]["step"])
+    for mib in (1, 16):
+        times = runs[2][f"all_reduce {mib}"]
+        row(f"all-reduce of {mib} MiB on 2 processes: bus bandwidth, GB/s", lambda lib: mib * 2**20 / times[lib] / 1e9)
+        t.notes.append(f"MPI's own blocking Allreduce of {mib} MiB: {mib * 2**20 / times['MPI'] / 1e9:.3g} GB/s "
+                       "(minidl's all_reduce is non-blocking and polled, so that it can time out)")
+    t.notes += ["step: forward, cross-entropy, backward with DDP's all-reduce, SGD step, on the same 64 × 256 batch per process and the "
+                "same widths; median of the steps between barriers",
+                "share communicating: 1 − (the same step under no_sync()) / step; samples per second counts both processes' batches",
+                "ratios: minidl / torch of the values in their row (times, shares, bandwidths)"]
+    if torch is None: t.notes.append("PyTorch is not installed: no torch column")
+    return t
+
 # %% ../nbs/95_bench.ipynb #0df9b7e7
 def bench_gpu(torch, sizes=(1024, 2048, 4096), n=60_000, rounds=3) -> Table:
     "minidl on the GPU: the tiled matmul against cuBLAS, MLP and LeNet epochs against minidl on the CPU."
@@ -598,12 +683,13 @@ def bench_gpu(torch, sizes=(1024, 2048, 4096), n=60_000, rounds=3) -> Table:
 # %% ../nbs/95_bench.ipynb #e0b9fa8b
 WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax": bench_softmax,
              "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "conv2d": bench_conv2d, "lenet_epoch": bench_lenet_epoch,
-             "memory": bench_memory, "startup": bench_startup, "precision": bench_precision, "sequence": bench_sequence, "gpu": bench_gpu}
+             "memory": bench_memory, "startup": bench_startup, "precision": bench_precision, "sequence": bench_sequence,
+             "distributed": bench_distributed, "gpu": bench_gpu}
 
 QUIET_POOLS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 "Idle threads sleep instead of spinning, so one contender's pool does not steal the cores from the next."
 
-END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "gpu"}
+END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "distributed", "gpu"}
 "Workloads measured with the library-default thread pools, as a user runs them; the others get QUIET_POOLS."
 
 def workload_env(name: str, threads: int) -> dict:

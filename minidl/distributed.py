@@ -9,7 +9,7 @@ __all__ = ['launched_by_mpi', 'mpirun_command', 'launch', 'ProcessGroup', 'init_
            'ring_all_reduce', 'DistributedSampler', 'Bucket', 'DistributedDataParallel', 'DistributedTrainer',
            'to_distributed', 'main_train']
 
-# %% ../nbs/25_distributed.ipynb #cff2f680
+# %% ../nbs/25_distributed.ipynb #d6df1fc0
 import argparse
 import contextlib
 import datetime
@@ -29,7 +29,7 @@ from .layers import Module
 from .learner import Callback, DataLoaders, Learner, ProgressCallback, SaveModelCallback
 from .tensor import Tensor, randperm, tensor
 
-# %% ../nbs/25_distributed.ipynb #7b10e223
+# %% ../nbs/25_distributed.ipynb #f7fa9067
 def launched_by_mpi() -> bool:
     "Whether an MPI launcher (mpirun, mpiexec, Slurm's srun) started this process: they set these variables."
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
@@ -63,7 +63,7 @@ def launch(nproc: int, args, timeout: float = None, capture_output: bool = False
             raise
     return subprocess.CompletedProcess(cmd, job.returncode, stdout, stderr)
 
-# %% ../nbs/25_distributed.ipynb #0acebbdc
+# %% ../nbs/25_distributed.ipynb #a1956d1a
 class ProcessGroup:
     "The processes of one job: a communicator of their own, this process's rank in it, their number, and the timeout of every collective."
     def __init__(self, comm, timeout: datetime.timedelta):
@@ -141,7 +141,7 @@ def destroy_process_group(group=None):
     _group(group).comm.Free()
     _world, sys.excepthook = None, sys.__excepthook__
 
-# %% ../nbs/25_distributed.ipynb #ca42ae54
+# %% ../nbs/25_distributed.ipynb #41505447
 class ReduceOp(Enum):
     "How `all_reduce` combines the ranks' tensors."
     SUM = "sum"
@@ -196,7 +196,8 @@ def _assign(t: Tensor, values: np.ndarray):
     "Write `values` (host memory, any dtype) into `t` in place."
     if t.device.type == "cpu":
         np.copyto(t._a, values.reshape(t._a.shape), casting="unsafe"); bump_version(t)
-    else: t.copy_(Tensor(np.ascontiguousarray(values.reshape(t._a.shape), dtype=_host(t).dtype)))
+    else:
+        with no_grad(): t.copy_(Tensor(np.ascontiguousarray(values.reshape(t._a.shape), dtype=_host(t).dtype)).to(t.device))
 
 def _buffer(t: Tensor):
     "A contiguous array MPI can read and write for `t`, and a function writing it back into `t` (None when it is `t`'s own memory)."
@@ -257,7 +258,7 @@ def barrier(group=None, async_op: bool = False):
     "Wait until every rank has called `barrier`."
     return _started(_group(group).comm.Ibarrier(), "barrier", None, async_op)
 
-# %% ../nbs/25_distributed.ipynb #0fd8de7e
+# %% ../nbs/25_distributed.ipynb #41495528
 def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
     "Sum a contiguous NumPy array across the ranks in place, as a ring: reduce-scatter then all-gather, 2(N-1) messages per rank."
     comm = _group(group).comm
@@ -273,7 +274,7 @@ def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
         comm.Sendrecv(chunks[(rank + 1 - s) % n], dest=right, recvbuf=chunks[(rank - s) % n], source=left)
     return array
 
-# %% ../nbs/25_distributed.ipynb #8c94cf34
+# %% ../nbs/25_distributed.ipynb #1c19cd33
 class DistributedSampler(Sampler):
     "Rank `rank`'s share of `dataset`'s indices: all ranks together cover every index once per epoch (padded to equal shares)."
     def __init__(self, dataset, num_replicas: int = None, rank: int = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
@@ -296,7 +297,7 @@ class DistributedSampler(Sampler):
         "Shuffle differently in epoch `epoch` (every rank must call it with the same epoch)."
         self.epoch = epoch
 
-# %% ../nbs/25_distributed.ipynb #7457b846
+# %% ../nbs/25_distributed.ipynb #9d67dac3
 class Bucket:
     "Some parameters whose gradients travel together: one flat buffer, their offsets in it, and how many are still to arrive."
     def __init__(self, params: list):
@@ -437,7 +438,7 @@ class DistributedDataParallel(Module):
                 else: _assign(p.grad, b.buffer[lo:hi])
         self._armed = False
 
-# %% ../nbs/25_distributed.ipynb #fa74823d
+# %% ../nbs/25_distributed.ipynb #8a5b5581
 class DistributedTrainer(Callback):
     "Fit on every rank of the process group: a share of each batch per rank, DDP around the model while it trains, metrics over all ranks."
     order = -20                                # before TrainEvalCallback counts the batches of an epoch
@@ -474,7 +475,7 @@ def to_distributed(self: Learner, seed: int = 0, **ddp_kwargs) -> Learner:
 
 Learner.to_distributed = to_distributed
 
-# %% ../nbs/25_distributed.ipynb #d6a1807b
+# %% ../nbs/25_distributed.ipynb #a0fc07f9
 def _train_on_this_rank(parser, args) -> int:
     "One process of `minidl train --nproc N`, started by mpirun."
     from minidl.train import finish_run, setup_run      # the command's modules: the library part of this lesson does not need them

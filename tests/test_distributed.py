@@ -389,3 +389,26 @@ def test_train_help_lists_nproc_and_language_models_refuse_it(capsys):
     assert e.value.code == 0 and "--nproc NPROC" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e: main(["train", "--model", "gpt", "--nproc", "2"])
     assert e.value.code == 2 and "language models (--model gpt|lstm) train in one process" in capsys.readouterr().err
+
+
+def test_gpu_tensors_travel_through_host_memory(tmp_path):
+    "On the GPU (numba's simulator without one): collectives and DDP stage through host memory and give the CPU's results."
+    got = result(job(tmp_path, """
+        import json
+        import numpy as np
+        import minidl, minidl.distributed as dist
+        from minidl import nn
+        dist.init_process_group()
+        rank = dist.get_rank()
+        x = (minidl.arange(4.0) * (rank + 1)).to("cuda"); dist.all_reduce(x, op=dist.ReduceOp.AVG)
+        b = minidl.full((3,), float(rank)).to("cuda"); dist.broadcast(b, src=1)
+        grads = {}
+        for device in ("cpu", "cuda"):
+            minidl.manual_seed(rank)
+            model = nn.Linear(3, 2).to(device); ddp = dist.DistributedDataParallel(model)
+            ddp(minidl.ones(4, 3).to(device) * (rank + 1)).sum().backward()
+            grads[device] = [p.grad.cpu().tolist() for p in model.parameters()] + [model.weight.grad.device.type]
+        if rank == 0: print(json.dumps({"avg": x.cpu().tolist(), "device": x.device.type, "bcast": b.cpu().tolist(), "grads": grads}))
+    """, timeout=180))
+    assert got["avg"] == [0.0, 1.5, 3.0, 4.5] and got["device"] == "cuda" and got["bcast"] == [1.0] * 3
+    assert got["grads"]["cuda"][:-1] == got["grads"]["cpu"][:-1] and got["grads"]["cuda"][-1] == "cuda"
