@@ -6,10 +6,10 @@
 __all__ = ['launched_by_mpi', 'mpirun_command', 'launch', 'ProcessGroup', 'init_process_group', 'is_available',
            'is_mpi_available', 'is_initialized', 'get_rank', 'get_world_size', 'get_backend', 'destroy_process_group',
            'ReduceOp', 'Work', 'all_reduce', 'broadcast', 'all_gather', 'all_gather_into_tensor', 'barrier',
-           'ring_all_reduce', 'DistributedSampler', 'Bucket', 'DistributedDataParallel', 'DistributedTrainer',
-           'to_distributed', 'main_train']
+           'ring_all_reduce', 'DistributedSampler', 'Bucket', 'DistributedDataParallel', 'SumOverRanks',
+           'SyncBatchNorm', 'DistributedTrainer', 'to_distributed', 'main_train']
 
-# %% ../nbs/25_distributed.ipynb #d6df1fc0
+# %% ../nbs/25_distributed.ipynb #3829d39b
 import argparse
 import contextlib
 import datetime
@@ -22,14 +22,14 @@ import time
 import traceback
 from enum import Enum
 import numpy as np
-from .autograd import bump_version, is_grad_enabled, no_grad
+from .autograd import Function, bump_version, is_grad_enabled, no_grad
 from .core import Generator, float64, is_floating
 from .data import DataLoader, RandomSampler, Sampler, Subset
-from .layers import Module
+from .layers import BatchNormBase, Module
 from .learner import Callback, DataLoaders, Learner, ProgressCallback, SaveModelCallback
 from .tensor import Tensor, randperm, tensor
 
-# %% ../nbs/25_distributed.ipynb #f7fa9067
+# %% ../nbs/25_distributed.ipynb #628f554d
 def launched_by_mpi() -> bool:
     "Whether an MPI launcher (mpirun, mpiexec, Slurm's srun) started this process: they set these variables."
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
@@ -63,7 +63,7 @@ def launch(nproc: int, args, timeout: float = None, capture_output: bool = False
             raise
     return subprocess.CompletedProcess(cmd, job.returncode, stdout, stderr)
 
-# %% ../nbs/25_distributed.ipynb #a1956d1a
+# %% ../nbs/25_distributed.ipynb #d47acb8f
 class ProcessGroup:
     "The processes of one job: a communicator of their own, this process's rank in it, their number, and the timeout of every collective."
     def __init__(self, comm, timeout: datetime.timedelta):
@@ -141,7 +141,7 @@ def destroy_process_group(group=None):
     _group(group).comm.Free()
     _world, sys.excepthook = None, sys.__excepthook__
 
-# %% ../nbs/25_distributed.ipynb #41505447
+# %% ../nbs/25_distributed.ipynb #e47f2ed8
 class ReduceOp(Enum):
     "How `all_reduce` combines the ranks' tensors."
     SUM = "sum"
@@ -258,7 +258,7 @@ def barrier(group=None, async_op: bool = False):
     "Wait until every rank has called `barrier`."
     return _started(_group(group).comm.Ibarrier(), "barrier", None, async_op)
 
-# %% ../nbs/25_distributed.ipynb #41495528
+# %% ../nbs/25_distributed.ipynb #a4a54297
 def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
     "Sum a contiguous NumPy array across the ranks in place, as a ring: reduce-scatter then all-gather, 2(N-1) messages per rank."
     comm = _group(group).comm
@@ -274,7 +274,7 @@ def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
         comm.Sendrecv(chunks[(rank + 1 - s) % n], dest=right, recvbuf=chunks[(rank - s) % n], source=left)
     return array
 
-# %% ../nbs/25_distributed.ipynb #1c19cd33
+# %% ../nbs/25_distributed.ipynb #bcdb2397
 class DistributedSampler(Sampler):
     "Rank `rank`'s share of `dataset`'s indices: all ranks together cover every index once per epoch (padded to equal shares)."
     def __init__(self, dataset, num_replicas: int = None, rank: int = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
@@ -297,7 +297,7 @@ class DistributedSampler(Sampler):
         "Shuffle differently in epoch `epoch` (every rank must call it with the same epoch)."
         self.epoch = epoch
 
-# %% ../nbs/25_distributed.ipynb #9d67dac3
+# %% ../nbs/25_distributed.ipynb #c156dcdc
 class Bucket:
     "Some parameters whose gradients travel together: one flat buffer, their offsets in it, and how many are still to arrive."
     def __init__(self, params: list):
@@ -438,7 +438,40 @@ class DistributedDataParallel(Module):
                 else: _assign(p.grad, b.buffer[lo:hi])
         self._armed = False
 
-# %% ../nbs/25_distributed.ipynb #8a5b5581
+# %% ../nbs/25_distributed.ipynb #2f844819
+class SumOverRanks(Function):
+    "The sum of a tensor over all ranks, on every rank; in backward, the sum of the ranks' gradients (every rank's output used every input)."
+    @staticmethod
+    def forward(ctx, x):
+        total = x.clone(); all_reduce(total)
+        return total
+    @staticmethod
+    def backward(ctx, g):
+        total = g.clone(); all_reduce(total)
+        return total
+
+class SyncBatchNorm(BatchNormBase):
+    "Batch norm whose batch statistics are those of the whole batch, over every rank of the process group (while training)."
+    shapes = {2: "(N, {C})", 3: "(N, {C}, L)", 4: "(N, {C}, H, W)", 5: "(N, {C}, D, H, W)"}
+    def batch_statistics(self, x, dims):
+        if not is_initialized() or get_world_size() == 1: return super().batch_statistics(x, dims)
+        n = tensor(float(x.numel() // self.num_features), dtype=float64); all_reduce(n)
+        n = int(n.item())
+        mu = SumOverRanks.apply(x.sum(dims, keepdim=True)) / n
+        return mu, SumOverRanks.apply(((x - mu) ** 2).sum(dims, keepdim=True)) / n, n
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module, process_group=None) -> Module:
+        "`module` with every batch-norm layer replaced by a `SyncBatchNorm` holding the same parameters and statistics."
+        if process_group is not None: _group(process_group)
+        if isinstance(module, BatchNormBase) and not isinstance(module, cls):
+            sync = cls(module.num_features, module.eps, module.momentum, module.weight is not None, module.track_running_stats)
+            if module.weight is not None: sync.weight, sync.bias = module.weight, module.bias
+            for name, buffer in module.named_buffers(): sync.register_buffer(name, buffer)
+            return sync.train(module.training)
+        for name, child in list(module.named_children()): setattr(module, name, cls.convert_sync_batchnorm(child))
+        return module
+
+# %% ../nbs/25_distributed.ipynb #e1029559
 class DistributedTrainer(Callback):
     "Fit on every rank of the process group: a share of each batch per rank, DDP around the model while it trains, metrics over all ranks."
     order = -20                                # before TrainEvalCallback counts the batches of an epoch
@@ -475,7 +508,7 @@ def to_distributed(self: Learner, seed: int = 0, **ddp_kwargs) -> Learner:
 
 Learner.to_distributed = to_distributed
 
-# %% ../nbs/25_distributed.ipynb #a0fc07f9
+# %% ../nbs/25_distributed.ipynb #d9a1e618
 def _train_on_this_rank(parser, args) -> int:
     "One process of `minidl train --nproc N`, started by mpirun."
     from minidl.train import finish_run, setup_run      # the command's modules: the library part of this lesson does not need them

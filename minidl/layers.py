@@ -466,11 +466,10 @@ class BatchNormBase(Module):
             raise ValueError(f"{type(self).__name__}: expected input of shape {expected}, got {tuple(x.shape)}")
         dims = (0, *range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        n = x.numel() // self.num_features                # values per channel
-        if self.training and n == 1:                     # its variance would be 0/0: PyTorch refuses it too
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         if self.training or not self.track_running_stats:
-            mu = x.mean(dims, keepdim=True); var = ((x - mu) ** 2).mean(dims, keepdim=True)
+            mu, var, n = self.batch_statistics(x, dims)
+            if self.training and n == 1:                 # its variance would be 0/0: PyTorch refuses it too
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
             if self.training and self.track_running_stats and n > 0:      # an empty batch leaves the statistics alone
                 with no_grad():
                     m = self.momentum
@@ -481,6 +480,10 @@ class BatchNormBase(Module):
             mu, var = self.running_mean.reshape(*shape), self.running_var.reshape(*shape)
         y = (x - mu) * (var + self.eps).rsqrt()
         return y * self.weight.reshape(*shape) + self.bias.reshape(*shape) if self.weight is not None else y
+    def batch_statistics(self, x, dims):
+        "Each channel's mean and (biased) variance over `dims`, with the number of values they summarise."
+        mu = x.mean(dims, keepdim=True)
+        return mu, ((x - mu) ** 2).mean(dims, keepdim=True), x.numel() // self.num_features
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}"
 
 class BatchNorm1d(BatchNormBase):

@@ -412,3 +412,63 @@ def test_gpu_tensors_travel_through_host_memory(tmp_path):
     """, timeout=180))
     assert got["avg"] == [0.0, 1.5, 3.0, 4.5] and got["device"] == "cuda" and got["bcast"] == [1.0] * 3
     assert got["grads"]["cuda"][:-1] == got["grads"]["cpu"][:-1] and got["grads"]["cuda"][-1] == "cuda"
+
+
+SYNC_BN = """
+    import json
+    import numpy as np
+    import minidl, minidl.distributed as dist
+    from minidl import nn
+    dist.init_process_group()
+    rank = dist.get_rank()
+    minidl.set_default_dtype(minidl.float64)
+    X, Y = np.random.default_rng(0).standard_normal((40, 2, 6, 6)) * 2 + 1, np.random.default_rng(1).integers(0, 4, 40)
+    def net():
+        minidl.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4))
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(net())
+    ddp = dist.DistributedDataParallel(model)
+    opt = minidl.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+    for step, per_rank in enumerate([4, 4, 4, 1, 1]):               # a batch of one per rank: two values per channel in all
+        start = sum(2 * b for b in [4, 4, 4, 1, 1][:step])
+        rows = slice(start + rank * per_rank, start + (rank + 1) * per_rank)
+        loss = nn.functional.cross_entropy(ddp(minidl.tensor(X[rows])), minidl.tensor(Y[rows]))
+        opt.zero_grad(); loss.backward(); opt.step()
+    model.eval()
+    out = {"type": type(model[1]).__name__, "state": {k: v.tolist() for k, v in model.state_dict().items()},
+           "eval": model(minidl.tensor(X[:3])).tolist()}
+    if rank == 0: print(json.dumps(out))
+"""
+
+
+def test_sync_batchnorm_under_ddp_trains_as_one_process_with_the_whole_batch(tmp_path):
+    got = result(job(tmp_path, SYNC_BN))
+    minidl.set_default_dtype(minidl.float64)
+    try:
+        X, Y = np.random.default_rng(0).standard_normal((40, 2, 6, 6)) * 2 + 1, np.random.default_rng(1).integers(0, 4, 40)
+        minidl.manual_seed(0)
+        ref = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4))
+        opt = minidl.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+        start = 0
+        for batch in (8, 8, 8, 2, 2):
+            loss = nn.functional.cross_entropy(ref(minidl.tensor(X[start:start + batch])), minidl.tensor(Y[start:start + batch]))
+            opt.zero_grad(); loss.backward(); opt.step(); start += batch
+        ref.eval()
+        assert got["type"] == "SyncBatchNorm"
+        for k, v in ref.state_dict().items(): np.testing.assert_allclose(got["state"][k], v.numpy(), atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(got["eval"], ref(minidl.tensor(X[:3])).detach().numpy(), atol=1e-12)
+    finally: minidl.set_default_dtype(minidl.float32)
+
+
+def test_convert_sync_batchnorm_keeps_parameters_and_is_plain_batchnorm_in_one_process():
+    minidl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Sequential(nn.BatchNorm1d(3)))
+    weight, mean, keys = model[1].weight, model[1].running_mean, sorted(model.state_dict())
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert converted is model and type(model[1]).__name__ == type(model[2][0]).__name__ == "SyncBatchNorm"
+    assert model[1].weight is weight and model[1].running_mean is mean and sorted(model.state_dict()) == keys
+    x = minidl.randn(6, 4)
+    minidl.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Sequential(nn.BatchNorm1d(3)))
+    np.testing.assert_allclose(model(x).detach().numpy(), plain(x).detach().numpy(), atol=1e-6)    # no process group: plain batch norm
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"): model(minidl.randn(1, 4))

@@ -18,8 +18,11 @@ from ..attention import (MultiheadAttention, Transformer, TransformerDecoder, Tr
                               TransformerEncoderLayer)
 from . import functional, init, utils
 
-def __getattr__(name):
-    if name == "parallel":             # `nn.parallel.DistributedDataParallel`: imported on first use, with lesson 25's Learner support
+def __getattr__(name):                 # lesson 25's names, imported on first use: minidl.distributed builds on this module's users
+    if name == "parallel":
         import importlib
         return importlib.import_module("minidl.nn.parallel")
+    if name == "SyncBatchNorm":
+        from minidl.distributed import SyncBatchNorm
+        return SyncBatchNorm
     raise AttributeError(f"module 'minidl.nn' has no attribute {name!r}")
