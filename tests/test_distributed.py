@@ -67,6 +67,8 @@ COLLECTIVES = """
         try: call(); errors[name] = None
         except (TypeError, ValueError, RuntimeError) as e: errors[name] = f"{type(e).__name__}: {e}"
     out["errors"] = errors
+    sampler = dist.DistributedSampler(range(5), shuffle=False)          # rank and number of replicas from the group
+    out["sampler"] = [sampler.rank, sampler.num_replicas, list(sampler)]
     if rank == 1: time.sleep(0.5)
     t0 = time.perf_counter(); dist.barrier(); out["barrier waited"] = time.perf_counter() - t0
     dist.destroy_process_group()
@@ -102,6 +104,7 @@ def test_collectives_give_numpys_results_on_every_dtype(tmp_path):
     assert "one tensor per rank (2)" in e["list"] and "must be like the input" in e["shape"]
     assert "twice" in e["twice"] and "one process group" in e["group"]
     assert got["barrier waited"] > 0.4
+    assert got["sampler"] == [0, 2, [0, 2, 4]]
 
 
 def test_ring_all_reduce_equals_mpis_on_three_processes(tmp_path):
