@@ -8,7 +8,8 @@ __all__ = ['TIMED_WORK', 'PRECISIONS', 'GPT_CPU', 'WORKLOADS', 'QUIET_POOLS', 'E
            'bench_autograd', 'timed_in_turns', 'mnist_shaped', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d',
            'torch_lenet', 'lenet_epochs', 'bench_lenet_epoch', 'epoch_peak_mib', 'bench_memory', 'startup_times',
            'bench_startup', 'bench_precision', 'torch_gpt', 'gpt_steps', 'lstm_steps', 'gpt_generation',
-           'bench_sequence', 'bench_distributed', 'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
+           'bench_sequence', 'bench_distributed', 'bench_serve', 'bench_gpu', 'workload_env', 'run_workload', 'run',
+           'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -652,6 +653,28 @@ def bench_distributed(torch, steps=20) -> Table:
     if torch is None: t.notes.append("PyTorch is not installed: no torch column")
     return t
 
+# %% ../nbs/95_bench.ipynb #33d8f63a
+def bench_serve(torch, requests=2000, clients=8) -> Table:
+    "`minidl serve` under concurrent load: requests per second, p50/p99 latency, errors and memory growth, for one sample and a batch of 64."
+    from minidl import serve                          # the serve extra (FastAPI, uvicorn)
+    t = Table("model server (minidl serve on loopback)", ["workload", "requests per s", "p50 ms", "p99 ms", "errors", "memory growth, MiB"])
+    if serve.FastAPI is None:
+        t.notes.append("FastAPI and uvicorn are not installed (pip install 'minidl[serve]'): nothing measured"); return t
+    from minidl.train import train
+    with tempfile.TemporaryDirectory() as d:
+        train(epochs=1, out=d, print_fn=lambda *a: None)
+        X = minidl.data.mnist1d()[1].tensors[0][:64].numpy()
+        with serve.running_server(Path(d) / "model.safetensors") as server:
+            serve.load_test(server.port, "/predict", json.dumps({"inputs": X[0].tolist()}).encode(), clients, 200)       # warm-up
+            for label, inputs, n in (("one sample", X[0], requests), ("a batch of 64", X, max(requests // 10, clients))):
+                before = serve.rss_mib(server.process.pid)
+                r = serve.load_test(server.port, "/predict", json.dumps({"inputs": inputs.tolist()}).encode(), clients, n)
+                t.add(f"MLP on MNIST-1D, {label} per request, {clients} callers, {n} requests", r["throughput"], r["p50_ms"], r["p99_ms"],
+                      len(r["errors"]), serve.rss_mib(server.process.pid) - before)
+    t.notes += ["latency: from sending a request to reading its whole answer, on the caller's side; p99: what one request in a hundred waits at least",
+                "memory growth: the server's resident set after the run minus before it (after a 200-request warm-up)"]
+    return t
+
 # %% ../nbs/95_bench.ipynb #0df9b7e7
 def bench_gpu(torch, sizes=(1024, 2048, 4096), n=60_000, rounds=3) -> Table:
     "minidl on the GPU: the tiled matmul against cuBLAS, MLP and LeNet epochs against minidl on the CPU."
@@ -684,12 +707,12 @@ def bench_gpu(torch, sizes=(1024, 2048, 4096), n=60_000, rounds=3) -> Table:
 WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax": bench_softmax,
              "autograd": bench_autograd, "mlp_epoch": bench_mlp_epoch, "conv2d": bench_conv2d, "lenet_epoch": bench_lenet_epoch,
              "memory": bench_memory, "startup": bench_startup, "precision": bench_precision, "sequence": bench_sequence,
-             "distributed": bench_distributed, "gpu": bench_gpu}
+             "distributed": bench_distributed, "serve": bench_serve, "gpu": bench_gpu}
 
 QUIET_POOLS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 "Idle threads sleep instead of spinning, so one contender's pool does not steal the cores from the next."
 
-END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "distributed", "gpu"}
+END_TO_END = {"mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "distributed", "serve", "gpu"}
 "Workloads measured with the library-default thread pools, as a user runs them; the others get QUIET_POOLS."
 
 def workload_env(name: str, threads: int) -> dict:

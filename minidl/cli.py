@@ -12,6 +12,7 @@ import sys
 COMMANDS = {"train": ("minidl.distributed", "main_train", "train a model on a built-in dataset (MNIST-1D by default; --model gpt|lstm: a language model on text; --nproc N: N processes)"),
             "eval": ("minidl.lm", "main_eval", "evaluate a checkpoint written by `minidl train`"),
             "sample": ("minidl.lm", "main_sample", "continue a prompt with a language model written by `minidl train --model gpt|lstm`"),
+            "serve": ("minidl.serve", "main_serve", "serve a checkpoint written by `minidl train` over HTTP (JSON in, predictions out)"),
             "bench": ("minidl.bench", "main", "benchmark minidl against NumPy and PyTorch")}
 
 def main(argv=None) -> int:

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['TRAIN', 'EVAL', 'SAMPLE', 'TEXT_DATASETS', 'LM_MODELS', 'stream', 'random_windows', 'lr_at', 'estimate_loss',
            'split_losses', 'CharLSTM', 'create_lm', 'weight_decay_groups', 'plot_history', 'train_lm', 'load_lm',
-           'sample', 'main_train_lm', 'trains_language_model', 'main_train', 'evaluate_lm', 'main_eval', 'main_sample']
+           'sample', 'sample_from', 'main_train_lm', 'trains_language_model', 'main_train', 'evaluate_lm', 'main_eval',
+           'main_sample']
 
 # %% ../nbs/23_lm_commands.ipynb #ef8d373f
 import argparse
@@ -237,6 +238,10 @@ def load_lm(checkpoint) -> tuple:
 def sample(checkpoint, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8, top_k: int = 200, num_samples: int = 1, seed: int = None) -> list:
     "`num_samples` texts, each `prompt` followed by `max_new_tokens` characters sampled from the model in `checkpoint`."
     net, tok, _ = load_lm(checkpoint)
+    return sample_from(net, tok, prompt, max_new_tokens, temperature, top_k, num_samples, seed)
+
+def sample_from(net, tok, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8, top_k: int = 200, num_samples: int = 1, seed: int = None) -> list:
+    "`sample` with a model and tokenizer already loaded (`load_lm`)."
     if not prompt: raise ValueError("prompt must have at least one character (the model continues it); '\\n' starts a new paragraph")
     unknown = sorted(set(prompt) - set(tok.itos))
     if unknown: raise ValueError(f"prompt: the characters {''.join(unknown)!r} are not in the model's vocabulary {''.join(tok.itos)!r}")
