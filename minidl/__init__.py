@@ -14,7 +14,8 @@ from .tensor import (Tensor, Size, device, tensor, from_numpy, from_dlpack, zero
                            randn_like, set_printoptions)
 from .ops import (FloatTensor, DoubleTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor,
                         HalfTensor, BFloat16Tensor)
-from . import accelerator, amp, attr, autograd, backends, conv, data, layers, nn, optim, text, utils
+from . import (accelerator, amp, attr, autograd, backends, conv, data, distributed, distributed_learner, layers, nn, optim, text,
+                    utils)
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .optim import lr_scheduler as _lr_scheduler   # importing the submodule makes `minidl.optim.lr_scheduler` an attribute, as in torch
 from .save import save, load
@@ -43,7 +44,7 @@ moveaxis, swapdims = movedim, swapaxes
 
 # %% ../nbs/99_namespace.ipynb #16945cc2
 def __getattr__(name):
-    if name in ("cuda", "onnx", "distributed"):      # imported on first use: each pulls in a large library (numba.cuda, onnx, MPI)
+    if name in ("cuda", "onnx"):                     # imported on first use, as torch.cuda and torch.onnx are: each pulls in a large library
         import importlib
         return importlib.import_module(f"minidl.{name}")
     raise AttributeError(f"module 'minidl' has no attribute {name!r}")

@@ -7,10 +7,9 @@ __all__ = ['launched_by_mpi', 'mpirun_command', 'launch', 'ProcessGroup', 'init_
            'is_mpi_available', 'is_initialized', 'get_rank', 'get_world_size', 'get_backend', 'destroy_process_group',
            'ReduceOp', 'Work', 'all_reduce', 'broadcast', 'all_gather', 'all_gather_into_tensor', 'barrier',
            'ring_all_reduce', 'DistributedSampler', 'Bucket', 'DistributedDataParallel', 'SumOverRanks',
-           'SyncBatchNorm', 'DistributedTrainer', 'to_distributed', 'main_train']
+           'SyncBatchNorm']
 
-# %% ../nbs/25_distributed.ipynb #3829d39b
-import argparse
+# %% ../nbs/25_distributed.ipynb #f5018d33
 import contextlib
 import datetime
 import os
@@ -24,12 +23,11 @@ from enum import Enum
 import numpy as np
 from .autograd import Function, bump_version, is_grad_enabled, no_grad
 from .core import Generator, float64, is_floating
-from .data import DataLoader, RandomSampler, Sampler, Subset
+from .data import Sampler
 from .layers import BatchNormBase, Module
-from .learner import Callback, DataLoaders, Learner, ProgressCallback, SaveModelCallback
 from .tensor import Tensor, randperm, tensor
 
-# %% ../nbs/25_distributed.ipynb #628f554d
+# %% ../nbs/25_distributed.ipynb #1f0319bc
 def launched_by_mpi() -> bool:
     "Whether an MPI launcher (mpirun, mpiexec, Slurm's srun) started this process: they set these variables."
     return any(name in os.environ for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
@@ -63,7 +61,7 @@ def launch(nproc: int, args, timeout: float = None, capture_output: bool = False
             raise
     return subprocess.CompletedProcess(cmd, job.returncode, stdout, stderr)
 
-# %% ../nbs/25_distributed.ipynb #d47acb8f
+# %% ../nbs/25_distributed.ipynb #67c61a7d
 class ProcessGroup:
     "The processes of one job: a communicator of their own, this process's rank in it, their number, and the timeout of every collective."
     def __init__(self, comm, timeout: datetime.timedelta):
@@ -141,7 +139,7 @@ def destroy_process_group(group=None):
     _group(group).comm.Free()
     _world, sys.excepthook = None, sys.__excepthook__
 
-# %% ../nbs/25_distributed.ipynb #e47f2ed8
+# %% ../nbs/25_distributed.ipynb #52afc2f0
 class ReduceOp(Enum):
     "How `all_reduce` combines the ranks' tensors."
     SUM = "sum"
@@ -258,7 +256,7 @@ def barrier(group=None, async_op: bool = False):
     "Wait until every rank has called `barrier`."
     return _started(_group(group).comm.Ibarrier(), "barrier", None, async_op)
 
-# %% ../nbs/25_distributed.ipynb #a4a54297
+# %% ../nbs/25_distributed.ipynb #af7666d2
 def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
     "Sum a contiguous NumPy array across the ranks in place, as a ring: reduce-scatter then all-gather, 2(N-1) messages per rank."
     comm = _group(group).comm
@@ -274,7 +272,7 @@ def ring_all_reduce(array: np.ndarray, group=None) -> np.ndarray:
         comm.Sendrecv(chunks[(rank + 1 - s) % n], dest=right, recvbuf=chunks[(rank - s) % n], source=left)
     return array
 
-# %% ../nbs/25_distributed.ipynb #bcdb2397
+# %% ../nbs/25_distributed.ipynb #eb83cfe2
 class DistributedSampler(Sampler):
     "Rank `rank`'s share of `dataset`'s indices: all ranks together cover every index once per epoch (padded to equal shares)."
     def __init__(self, dataset, num_replicas: int = None, rank: int = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
@@ -297,7 +295,7 @@ class DistributedSampler(Sampler):
         "Shuffle differently in epoch `epoch` (every rank must call it with the same epoch)."
         self.epoch = epoch
 
-# %% ../nbs/25_distributed.ipynb #c156dcdc
+# %% ../nbs/25_distributed.ipynb #39ced7d3
 class Bucket:
     "Some parameters whose gradients travel together: one flat buffer, their offsets in it, and how many are still to arrive."
     def __init__(self, params: list):
@@ -438,7 +436,7 @@ class DistributedDataParallel(Module):
                 else: _assign(p.grad, b.buffer[lo:hi])
         self._armed = False
 
-# %% ../nbs/25_distributed.ipynb #2f844819
+# %% ../nbs/25_distributed.ipynb #5a2d1fd7
 class SumOverRanks(Function):
     "The sum of a tensor over all ranks, on every rank; in backward, the sum of the ranks' gradients (every rank's output used every input)."
     @staticmethod
@@ -470,80 +468,3 @@ class SyncBatchNorm(BatchNormBase):
             return sync.train(module.training)
         for name, child in list(module.named_children()): setattr(module, name, cls.convert_sync_batchnorm(child))
         return module
-
-# %% ../nbs/25_distributed.ipynb #e1029559
-class DistributedTrainer(Callback):
-    "Fit on every rank of the process group: a share of each batch per rank, DDP around the model while it trains, metrics over all ranks."
-    order = -20                                # before TrainEvalCallback counts the batches of an epoch
-    def __init__(self, seed: int = 0, **ddp_kwargs): self.seed, self.ddp_kwargs = seed, ddp_kwargs
-    def before_fit(self):
-        learn, world, rank = self.learn, get_world_size(), get_rank()
-        train, valid = learn.dls.train, learn.dls.valid
-        if train.batch_size % world:
-            raise ValueError(f"the batch size {train.batch_size} does not split evenly over {world} processes; choose a multiple of {world}")
-        self.sampler = DistributedSampler(train.dataset, world, rank, shuffle=isinstance(train.sampler, RandomSampler), seed=self.seed)
-        self.dls = learn.dls
-        learn.dls = DataLoaders(DataLoader(train.dataset, train.batch_size // world, sampler=self.sampler, collate_fn=train.collate_fn),
-                                DataLoader(Subset(valid.dataset, range(rank, len(valid.dataset), world)), valid.batch_size, collate_fn=valid.collate_fn))
-        self.ddp = DistributedDataParallel(learn.model, **self.ddp_kwargs)
-    def before_epoch(self): self.sampler.set_epoch(self.learn.epoch)
-    def before_train(self): self.learn.model = self.ddp
-    def after_batch(self):
-        if self.learn.training:
-            loss = self.learn.loss.detach().clone()
-            all_reduce(loss, op=ReduceOp.AVG); self.learn.loss = loss
-    def after_train(self): self.learn.model = self.ddp.module
-    def after_validate(self):
-        sums = self.learn.recorder.sums
-        totals = tensor([[float(s), n] for s, n in sums.values()], dtype=float64)
-        all_reduce(totals)
-        for key, (s, n) in zip(list(sums), totals.tolist()): sums[key] = [s, int(n)]
-    def after_fit(self): self.learn.model, self.learn.dls = self.ddp.module, self.dls
-
-def to_distributed(self: Learner, seed: int = 0, **ddp_kwargs) -> Learner:
-    "Train on every rank of the process group (a `DistributedTrainer`); ranks other than 0 stop drawing progress and writing checkpoints."
-    if get_rank() != 0: self.remove_cbs([cb for cb in self.cbs if isinstance(cb, (ProgressCallback, SaveModelCallback))])
-    self.add_cbs([DistributedTrainer(seed, **ddp_kwargs)])
-    return self
-
-Learner.to_distributed = to_distributed
-
-# %% ../nbs/25_distributed.ipynb #d9a1e618
-def _train_on_this_rank(parser, args) -> int:
-    "One process of `minidl train --nproc N`, started by mpirun."
-    from minidl.train import finish_run, setup_run      # the command's modules: the library part of this lesson does not need them
-    init_process_group()
-    rank, world = get_rank(), get_world_size()
-    if world != args.nproc: parser.error(f"--nproc {args.nproc}, but this job has {world} processes")
-    say = print if rank == 0 else (lambda *a, **k: None)
-    out = args.out or (os.path.dirname(args.resume) if args.resume else "runs/demo")
-    try:
-        learn, config, start, out = setup_run(args.dataset, args.model, args.epochs, args.batch_size, args.lr, args.optimizer,
-                                              args.precision, args.seed, out, args.resume, say)
-        if config["batch_size"] % world: raise ValueError(f"batch_size (--batch-size) {config['batch_size']} does not split evenly over {world} processes")
-    except (ValueError, FileNotFoundError) as e:         # every rank has the same options, so every rank stops here
-        if rank == 0: parser.error(str(e))
-        sys.exit(2)
-    learn.to_distributed(seed=config["seed"])
-    learn.fit_one_cycle(config["epochs"], config["lr"], start_epoch=start)
-    if rank == 0: finish_run(learn, config, out, say)
-    destroy_process_group()
-    return 0
-
-def main_train(argv=None) -> int:
-    "`minidl train [--nproc N] …`: with N > 1, N processes under mpirun train one model together; otherwise one process, as before."
-    from minidl import lm, train
-    argv = sys.argv[1:] if argv is None else list(argv)
-    peek = argparse.ArgumentParser(add_help=False); peek.add_argument("--nproc", type=int, default=1)
-    nproc, rest = peek.parse_known_args(argv)
-    parser = train.train_parser()
-    parser.add_argument("--nproc", type=int, default=1, help="processes to train with, started by mpirun (default: 1); "
-                        "--batch-size stays the batch of one step, split over them")
-    if lm.trains_language_model(rest):
-        if nproc.nproc != 1: parser.error("--nproc: language models (--model gpt|lstm) train in one process")
-        return lm.main_train(rest)
-    args = parser.parse_args(argv)
-    if args.nproc < 1: parser.error(f"--nproc must be at least 1, got {args.nproc}")
-    if launched_by_mpi(): return _train_on_this_rank(parser, args)
-    if args.nproc == 1: return train.main_train(rest)
-    return launch(args.nproc, ["-c", "import sys, minidl.cli; sys.exit(minidl.cli.main())", "train", *argv]).returncode

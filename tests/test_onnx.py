@@ -162,3 +162,42 @@ def test_the_character_lstm_of_lesson_23_exports():
     session = onnxruntime.InferenceSession(_bytes(model, idx), providers=["CPUExecutionProvider"])
     with minidl.no_grad(): want = model(idx)[0].numpy()
     np.testing.assert_allclose(session.run(None, {"input": idx.numpy()})[0], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["cnn1d", "gpt", "lstm"])
+def test_minidl_export_writes_the_checkpoints_model_and_its_int8_version_and_scores_both(model, tmp_path, capsys):
+    import contextlib
+    from minidl.cli import main
+    from minidl.lm import load_lm, train_lm
+    from minidl.train import load_model, train
+    with contextlib.redirect_stderr(io.StringIO()):
+        if model == "cnn1d": train(model="cnn1d", epochs=1, out=tmp_path, print_fn=lambda *a: None)
+        else: train_lm(model=model, iters=2, n_layer=1, n_embd=16, n_head=2, block_size=16, batch_size=2, eval_interval=2, eval_iters=1,
+                       sample_chars=1, out=tmp_path, print_fn=lambda *a: None)
+    ckpt = tmp_path / "model.safetensors"
+    assert main(["export", str(ckpt), "--onnx", str(tmp_path / "f32.onnx")]) == 0
+    assert main(["export", str(ckpt), "--onnx", str(tmp_path / "i8.onnx"), "--quantize", "int8"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("ONNX float32") == 2 and printed.count("ONNX int8") == 1
+    assert ("test accuracy" if model == "cnn1d" else "validation loss") in printed
+    f32, i8 = (onnxruntime.InferenceSession(str(tmp_path / n), providers=["CPUExecutionProvider"]) for n in ("f32.onnx", "i8.onnx"))
+    if model == "cnn1d":
+        net, _ = load_model(ckpt); x = minidl.randn(5, 40)                 # any batch size
+        with minidl.no_grad(): want = net(x).numpy()
+    else:
+        net, _, config = load_lm(ckpt); x = minidl.randint(0, 10, (1, config["block_size"]))
+        with minidl.no_grad(): want = net(x)[0].numpy()
+    np.testing.assert_allclose(f32.run(None, {"input": x.numpy()})[0], want, rtol=1e-4, atol=1e-5)
+    quantized = i8.run(None, {"input": x.numpy()})[0]
+    assert np.abs(quantized - want).max() < 0.25 * np.abs(want).max() + 0.05              # int8: close, not equal
+    if model != "lstm":                                                                     # ONNX's LSTM operator has no integer form here
+        assert (tmp_path / "i8.onnx").stat().st_size < 0.6 * (tmp_path / "f32.onnx").stat().st_size
+
+
+def test_minidl_export_refuses_what_it_cannot_do(tmp_path, capsys):
+    from minidl.cli import main
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as e: main(["export", str(tmp_path / "junk.safetensors"), "--onnx", str(tmp_path / "x.onnx")])
+    assert e.value.code == 2 and "junk.safetensors" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    with pytest.raises(SystemExit) as e: main(["export", "m.safetensors", "--onnx", "x.onnx", "--quantize", "int4"])
+    assert e.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
