@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'OPTIMIZERS', 'PRECISIONS', 'check_out_folder', 'setup_run', 'finish_run', 'train', 'load_model',
-           'evaluate', 'train_parser', 'main_train', 'main_eval']
+           'evaluate', 'train_parser', 'out_folder', 'main_train', 'main_eval']
 
 # %% ../nbs/11_train.ipynb #ce6a6f48
 import argparse
@@ -57,8 +57,8 @@ def check_out_folder(out: Path, param_bytes: int):
     need, free = 3 * 3 * param_bytes + 2**20, shutil.disk_usage(out).free     # last, best, final: weights and two optimizer moments each; the plot
     if free < need: raise ValueError(f"out (--out): {out} has {free / 2**20:.1f} MiB free; the run's checkpoints need about {need / 2**20:.1f} MiB")
 
-def setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed, out, resume, print_fn):
-    "Check every option and build the run: (learner, config, first epoch, out). A bad option is a ValueError naming it."
+def setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed, out, resume, print_fn, cbs_extra=()):
+    "Check every option and build the run: (learner, with the callbacks `cbs_extra` too, config, first epoch, out). A bad option is a ValueError naming it."
     if resume is not None:
         ckpt = minidl.load(resume)
         if "config" not in ckpt or "epoch" not in ckpt: raise ValueError(f"resume (--resume): {resume} is not a checkpoint of `minidl train` (no config/epoch entries)")
@@ -80,7 +80,7 @@ def setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed
         from minidl.amp import MixedPrecision          # lesson 21 (imported here: the rest of this lesson does not need it)
         cbs.append(MixedPrecision(PRECISIONS[precision]))
     learn = Learner(net, DataLoaders.from_datasets(train_ds, test_ds, batch_size=batch_size, seed=seed), nn.functional.cross_entropy,
-                    opt_func=OPTIMIZERS[optimizer], lr=lr, metrics=[accuracy], cbs=cbs)
+                    opt_func=OPTIMIZERS[optimizer], lr=lr, metrics=[accuracy], cbs=cbs + list(cbs_extra))
     start = 0 if resume is None else learn.load_checkpoint(resume)["epoch"] + 1
     print_fn(f"training {model} on {dataset} ({len(train_ds)} train / {len(test_ds)} test samples, {sum(p.numel() for p in net.parameters()):,} parameters)"
              + (f", resuming at epoch {start + 1} of {epochs}" if start else ""))
@@ -107,9 +107,10 @@ def train(dataset="mnist1d",   # a name from DATASETS
           precision="32",       # "32", or mixed precision: "bf16" or "fp16" (from PRECISIONS)
           resume=None,          # a last.safetensors to continue (its run's options replace the ones above)
           print_fn=print,       # where progress lines go
+          cbs=(),               # more callbacks for the Learner
          ) -> dict:
     "Train, print progress and the test accuracy, checkpoint every epoch, write `loss.png` and `model.safetensors` to `out`; return the final metrics."
-    learn, config, start, out = setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed, out, resume, print_fn)
+    learn, config, start, out = setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed, out, resume, print_fn, cbs)
     learn.fit_one_cycle(config["epochs"], config["lr"], start_epoch=start)
     return finish_run(learn, config, out, print_fn)
 
@@ -153,11 +154,16 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CHECKPOINT", default=None, help="continue the run saved in CHECKPOINT (its last.safetensors), with that run's options")
     return p
 
-def main_train(argv=None) -> int:
+def out_folder(out, resume) -> Path:
+    "Where a run writes: `out`, or the folder of the checkpoint it resumes, or runs/demo."
+    return Path(out or (Path(resume).parent if resume else "runs/demo"))
+
+def main_train(argv=None, cbs=()) -> int:
+    "`minidl train …` (and more callbacks `cbs` for its Learner, from the commands that extend it)."
     p = train_parser()
     a = p.parse_args(argv)
-    out = a.out or (Path(a.resume).parent if a.resume else "runs/demo")
-    try: learn, config, start, out = setup_run(a.dataset, a.model, a.epochs, a.batch_size, a.lr, a.optimizer, a.precision, a.seed, out, a.resume, print)
+    out = out_folder(a.out, a.resume)
+    try: learn, config, start, out = setup_run(a.dataset, a.model, a.epochs, a.batch_size, a.lr, a.optimizer, a.precision, a.seed, out, a.resume, print, cbs)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
     try:
         learn.fit_one_cycle(config["epochs"], config["lr"], start_epoch=start)
