@@ -42,7 +42,8 @@ setuptools.setup(
     install_requires=reqs("requirements"),
     extras_require={"dev": reqs("dev_requirements"), "cuda": reqs("cuda_requirements"), "data": reqs("data_requirements"),
                     "bfloat16": reqs("bfloat16_requirements"), "onnx": reqs("onnx_requirements"),
-                    "distributed": reqs("distributed_requirements"), "serve": reqs("serve_requirements")},
+                    "distributed": reqs("distributed_requirements"), "serve": reqs("serve_requirements"),
+                    "track": reqs("track_requirements")},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],

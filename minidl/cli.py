@@ -9,11 +9,11 @@ __all__ = ['COMMANDS', 'main']
 import importlib
 import sys
 
-COMMANDS = {"train": ("minidl.distributed_learner", "main_train", "train a model on a built-in dataset (MNIST-1D by default; --model gpt|lstm: a language model on text; --nproc N: N processes)"),
+COMMANDS = {"train": ("minidl.tracking", "main_train", "train a model on a built-in dataset (MNIST-1D by default; --model gpt|lstm: a language model on text; --nproc N: N processes)"),
             "eval": ("minidl.lm", "main_eval", "evaluate a checkpoint written by `minidl train`"),
             "sample": ("minidl.lm", "main_sample", "continue a prompt with a language model written by `minidl train --model gpt|lstm`"),
             "export": ("minidl.onnx", "main_export", "export a checkpoint written by `minidl train` to ONNX, optionally int8 (--quantize int8)"),
-            "serve": ("minidl.serve", "main_serve", "serve a checkpoint written by `minidl train` over HTTP (JSON in, predictions out)"),
+            "serve": ("minidl.tracking", "main_serve", "serve a checkpoint written by `minidl train` over HTTP (JSON in, predictions out)"),
             "bench": ("minidl.bench", "main", "benchmark minidl against NumPy and PyTorch")}
 
 def main(argv=None) -> int:

@@ -131,7 +131,7 @@ def api_page(module_name: str, site: str) -> str:
 # %% ../nbs/91_docsite.ipynb #70faedbd
 API_MODULES = ["minidl.core", "minidl.tensor", "minidl.kernels", "minidl.backend", "minidl.autograd", "minidl.ops", "minidl.more_ops", "minidl.layers", "minidl.conv",
                "minidl.models", "minidl.rnn", "minidl.attention", "minidl.gpt", "minidl.optim", "minidl.data", "minidl.text", "minidl.save", "minidl.learner", "minidl.train",
-               "minidl.amp", "minidl.attr", "minidl.lm", "minidl.onnx", "minidl.distributed", "minidl.distributed_learner", "minidl.serve",
+               "minidl.amp", "minidl.attr", "minidl.lm", "minidl.onnx", "minidl.distributed", "minidl.distributed_learner", "minidl.serve", "minidl.tracking",
                "minidl.cuda", "minidl.gpu", "minidl.gpu_ops", "minidl.bench", "minidl.devtools", "minidl.docsite", "minidl.exercises", "minidl.cli"]
 
 def class_names() -> set:
