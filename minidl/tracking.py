@@ -6,8 +6,9 @@
 __all__ = ['FLAVOR', 'MLflowCallback', 'save_model', 'log_model', 'download_checkpoint', 'load_model', 'add_tracking_options',
            'main_train', 'main_serve']
 
-# %% ../nbs/27_tracking.ipynb #0fb65cd3
+# %% ../nbs/27_tracking.ipynb #60906c8d
 import argparse
+import inspect
 import shutil
 import sys
 import tempfile
@@ -16,14 +17,14 @@ import minidl
 from .distributed import get_rank, is_initialized
 from .learner import Callback
 
-# %% ../nbs/27_tracking.ipynb #78b90096
+# %% ../nbs/27_tracking.ipynb #4b21a21c
 def _mlflow():
     "The mlflow module, imported on first use (about a second)."
     try: import mlflow
     except ImportError: raise ImportError("tracking runs needs MLflow: pip install 'minidl[track]'") from None
     return mlflow
 
-# %% ../nbs/27_tracking.ipynb #8ef63add
+# %% ../nbs/27_tracking.ipynb #af862c12
 class MLflowCallback(Callback):
     "Log a Learner's run to MLflow: settings at the start, the recorder's row after every epoch, the checkpoint at the end."
     order = 70                                  # after the Recorder has written the epoch's row
@@ -52,7 +53,7 @@ class MLflowCallback(Callback):
             mlflow.log_artifact(str(Path(d) / "last.safetensors"), "checkpoint")
         if self.end_run: mlflow.end_run()
 
-# %% ../nbs/27_tracking.ipynb #6d411af3
+# %% ../nbs/27_tracking.ipynb #fd9bdf92
 FLAVOR = "minidl"
 
 def save_model(path, mlflow_model=None, checkpoint=None):
@@ -86,7 +87,7 @@ def load_model(model_uri: str):
     checkpoint = download_checkpoint(model_uri)
     return lm.load_lm(checkpoint)[0] if minidl.load(checkpoint)["config"]["model"] in lm.LM_MODELS else train.load_model(checkpoint)[0]
 
-# %% ../nbs/27_tracking.ipynb #8673598c
+# %% ../nbs/27_tracking.ipynb #a1517b5b
 def add_tracking_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`parser` with `minidl train`'s tracking options."
     parser.add_argument("--track", action="store_true", help="log the run to MLflow: options, per-epoch metrics, checkpoint")
@@ -102,11 +103,10 @@ def main_train(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     t, rest = add_tracking_options(argparse.ArgumentParser(add_help=False)).parse_known_args(argv)
     parser = add_tracking_options(distributed_learner.add_nproc_option(train.train_parser()))
-    if lm.trains_language_model(rest):
-        if t.track or t.register: parser.error("--track: language-model runs (--model gpt|lstm) are not tracked yet")
-        return distributed_learner.main_train(rest)
-    options = parser.parse_args(argv)                      # every option checked (and --help answered) before anything starts
     if t.register and not t.track: parser.error("--register needs --track")
+    if lm.trains_language_model(rest):
+        return _track_language_model(rest, t) if t.track else distributed_learner.main_train(rest)
+    options = parser.parse_args(argv)                      # every option checked (and --help answered) before anything starts
     if not t.track: return distributed_learner.main_train(rest, command=argv)
     mlflow = _mlflow()
     if t.tracking_uri: mlflow.set_tracking_uri(t.tracking_uri)
@@ -124,6 +124,26 @@ def main_train(argv=None) -> int:
                 print(f"tracked as run {run.info.run_id} of experiment {t.experiment!r} in {mlflow.get_tracking_uri()}"
                       + (f"; registered as models:/{t.register}/{info.registered_model_version}" if t.register else ""))
             mlflow.end_run(status=status)
+    return code
+
+def _track_language_model(rest: list, t) -> int:
+    "A language-model run of `minidl train`, logged when it ends from its checkpoint: configuration, every evaluation's losses, the model."
+    from minidl import lm
+    mlflow = _mlflow()
+    if t.tracking_uri: mlflow.set_tracking_uri(t.tracking_uri)
+    mlflow.set_experiment(t.experiment)
+    where = argparse.ArgumentParser(add_help=False); where.add_argument("--out"); where.add_argument("--resume")
+    w, _ = where.parse_known_args(rest)
+    out = Path(w.out or (Path(w.resume).parent if w.resume else inspect.signature(lm.train_lm).parameters["out"].default))
+    with mlflow.start_run(run_name=t.run_name) as run:
+        code = lm.main_train(rest)
+        if code != 0: mlflow.end_run(status="KILLED"); return code
+        ckpt = minidl.load(out / "model.safetensors")
+        mlflow.log_params({k: v for k, v in ckpt["config"].items() if k != "vocab"})
+        for step, train_loss, val_loss in ckpt["history"]: mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=int(step))
+        info = log_model(out / "model.safetensors", registered_model_name=t.register)
+        print(f"tracked as run {run.info.run_id} of experiment {t.experiment!r} in {mlflow.get_tracking_uri()}"
+              + (f"; registered as models:/{t.register}/{info.registered_model_version}" if t.register else ""))
     return code
 
 def main_serve(argv=None) -> int:

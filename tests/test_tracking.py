@@ -114,7 +114,22 @@ def test_train_track_register_then_serve_the_registered_version(store, tmp_path)
 def test_train_track_refuses_what_it_cannot_do(store, tmp_path):
     r = cli("train", "--register", "x", "--out", tmp_path / "a")
     assert r.returncode == 2 and "--register needs --track" in r.stderr
-    r = cli("train", "--model", "gpt", "--track")
-    assert r.returncode == 2 and "language-model runs (--model gpt|lstm) are not tracked yet" in r.stderr
+    r = cli("train", "--model", "gpt", "--register", "x")
+    assert r.returncode == 2 and "--register needs --track" in r.stderr
     r = cli("train", "--help")
     assert r.returncode == 0 and all(o in r.stdout for o in ("--track", "--register NAME", "--nproc NPROC", "--epochs"))
+
+
+def test_a_language_model_run_is_logged_when_it_ends(store, tmp_path):
+    r = cli("train", "--model", "gpt", "--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--n-layer", "1", "--n-embd", "16",
+            "--n-head", "2", "--block-size", "16", "--batch-size", "2", "--sample-chars", "1", "--out", tmp_path / "lm",
+            "--track", "--experiment", "lm", "--register", "tiny-gpt")
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("lm").experiment_id])
+    history = minidl.load(tmp_path / "lm" / "model.safetensors")["history"]
+    logged = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in logged] == [(int(h[0]), pytest.approx(h[2])) for h in history] and len(logged) == 3
+    assert run.data.params["model"] == "gpt" and run.data.params["iters"] == "4" and "vocab" not in run.data.params
+    net = tracking.load_model("models:/tiny-gpt/1")
+    assert type(net).__name__ == "GPT"
