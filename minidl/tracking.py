@@ -6,7 +6,7 @@
 __all__ = ['FLAVOR', 'MLflowCallback', 'save_model', 'log_model', 'download_checkpoint', 'load_model', 'add_tracking_options',
            'main_train', 'main_serve']
 
-# %% ../nbs/27_tracking.ipynb #60906c8d
+# %% ../nbs/27_tracking.ipynb #f57f7148
 import argparse
 import inspect
 import shutil
@@ -17,14 +17,14 @@ import minidl
 from .distributed import get_rank, is_initialized
 from .learner import Callback
 
-# %% ../nbs/27_tracking.ipynb #4b21a21c
+# %% ../nbs/27_tracking.ipynb #47e7550f
 def _mlflow():
     "The mlflow module, imported on first use (about a second)."
     try: import mlflow
     except ImportError: raise ImportError("tracking runs needs MLflow: pip install 'minidl[track]'") from None
     return mlflow
 
-# %% ../nbs/27_tracking.ipynb #af862c12
+# %% ../nbs/27_tracking.ipynb #2b272e77
 class MLflowCallback(Callback):
     "Log a Learner's run to MLflow: settings at the start, the recorder's row after every epoch, the checkpoint at the end."
     order = 70                                  # after the Recorder has written the epoch's row
@@ -53,7 +53,7 @@ class MLflowCallback(Callback):
             mlflow.log_artifact(str(Path(d) / "last.safetensors"), "checkpoint")
         if self.end_run: mlflow.end_run()
 
-# %% ../nbs/27_tracking.ipynb #fd9bdf92
+# %% ../nbs/27_tracking.ipynb #e5f3a9bb
 FLAVOR = "minidl"
 
 def save_model(path, mlflow_model=None, checkpoint=None):
@@ -87,7 +87,7 @@ def load_model(model_uri: str):
     checkpoint = download_checkpoint(model_uri)
     return lm.load_lm(checkpoint)[0] if minidl.load(checkpoint)["config"]["model"] in lm.LM_MODELS else train.load_model(checkpoint)[0]
 
-# %% ../nbs/27_tracking.ipynb #a1517b5b
+# %% ../nbs/27_tracking.ipynb #6da260f6
 def add_tracking_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`parser` with `minidl train`'s tracking options."
     parser.add_argument("--track", action="store_true", help="log the run to MLflow: options, per-epoch metrics, checkpoint")
@@ -96,6 +96,12 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--register", metavar="NAME", default=None, help="register the final model as a new version of NAME (needs --track)")
     parser.add_argument("--tracking-uri", default=None, help="the MLflow store (default: MLFLOW_TRACKING_URI, else MLflow's own default)")
     return parser
+
+def _log_final_model(run, checkpoint, t):
+    "Log the run's final model (registered under `--register`, if given) and say where it went."
+    info = log_model(checkpoint, registered_model_name=t.register)
+    print(f"tracked as run {run.info.run_id} of experiment {t.experiment!r} in {_mlflow().get_tracking_uri()}"
+          + (f"; registered as models:/{t.register}/{info.registered_model_version}" if t.register else ""))
 
 def main_train(argv=None) -> int:
     "`minidl train … [--track [--register NAME] …]`: lesson 25b's command, with the run logged to MLflow."
@@ -120,9 +126,7 @@ def main_train(argv=None) -> int:
         run = mlflow.active_run()                          # open in the process that trained and logged (rank 0, or the only one)
         if run is not None:
             if status == "FINISHED":
-                info = log_model(train.out_folder(options.out, options.resume) / "model.safetensors", registered_model_name=t.register)
-                print(f"tracked as run {run.info.run_id} of experiment {t.experiment!r} in {mlflow.get_tracking_uri()}"
-                      + (f"; registered as models:/{t.register}/{info.registered_model_version}" if t.register else ""))
+                _log_final_model(run, train.out_folder(options.out, options.resume) / "model.safetensors", t)
             mlflow.end_run(status=status)
     return code
 
@@ -141,9 +145,7 @@ def _track_language_model(rest: list, t) -> int:
         ckpt = minidl.load(out / "model.safetensors")
         mlflow.log_params({k: v for k, v in ckpt["config"].items() if k != "vocab"})
         for step, train_loss, val_loss in ckpt["history"]: mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=int(step))
-        info = log_model(out / "model.safetensors", registered_model_name=t.register)
-        print(f"tracked as run {run.info.run_id} of experiment {t.experiment!r} in {mlflow.get_tracking_uri()}"
-              + (f"; registered as models:/{t.register}/{info.registered_model_version}" if t.register else ""))
+        _log_final_model(run, out / "model.safetensors", t)
     return code
 
 def main_serve(argv=None) -> int:
