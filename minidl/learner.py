@@ -10,6 +10,7 @@ __all__ = ['EVENTS', 'CancelBatchException', 'CancelStepException', 'CancelTrain
 
 # %% ../nbs/10_learner.ipynb #acc2a03e
 import math
+import signal
 import time
 from pathlib import Path
 import numpy as np
@@ -282,7 +283,12 @@ class ProgressCallback(Callback):
     def before_fit(self): self.header = False
     def before_train(self): self._bar(self.learn.dls.train, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train")
     def before_validate(self): self._bar(self.learn.dls.valid, f"epoch {self.learn.epoch + 1}/{self.learn.n_epoch} valid")
-    def _bar(self, dl, desc): self.bar = tqdm(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
+    def _bar(self, dl, desc):
+        held = hasattr(signal, "pthread_sigmask")      # Ctrl-C waits until the bar is built: tqdm reports a half-built bar with a traceback
+        if held: old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try: self.bar = tqdm(total=len(dl), desc=desc, leave=self.leave, dynamic_ncols=True)
+        finally:
+            if held: signal.pthread_sigmask(signal.SIG_SETMASK, old)
     def after_batch(self):
         self.bar.update(1)
         if self.learn.training and self.learn.iter % 10 == 0:     # reading the loss waits for the GPU: not every batch
