@@ -113,3 +113,18 @@ def test_every_lesson_ends_with_exercises_whose_solutions_are_hidden(site):
         assert 'id="exercises"' in html, f"{name}: no Exercises section"
         assert "check_" in html, f"{name}: the exercise has no check to run"
         assert "_solution" not in html, f"{name}: a reference solution is visible"
+
+
+def test_reference_solutions_are_collapsed_in_jupyter_and_hidden_on_the_website():
+    import json
+    runs_a_check = re.compile(r"^check_\w+\(", re.M)    # a top-level call of a lesson's check: the reference solution's cell
+    for path in sorted((ROOT / "nbs").glob("[0-8]*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]).splitlines())
+        cells = [c for c in cells[start:] if c["cell_type"] == "code"]
+        solutions = [i for i, c in enumerate(cells) if runs_a_check.search("".join(c["source"]))]
+        assert solutions, f"{path.name}: no reference solution runs the exercise checks"
+        for i in solutions:
+            assert "".join(cells[i]["source"]).startswith("#| include: false"), f"{path.name}: a solution cell is shown on the website"
+            assert cells[i]["metadata"].get("jupyter", {}).get("source_hidden"), f"{path.name}: a solution cell is not collapsed in Jupyter"
+        assert solutions == list(range(solutions[0], len(cells))), f"{path.name}: the reference solutions belong in the lesson's last cells"
