@@ -128,3 +128,27 @@ def test_reference_solutions_are_collapsed_in_jupyter_and_hidden_on_the_website(
             assert "".join(cells[i]["source"]).startswith("#| include: false"), f"{path.name}: a solution cell is shown on the website"
             assert cells[i]["metadata"].get("jupyter", {}).get("source_hidden"), f"{path.name}: a solution cell is not collapsed in Jupyter"
         assert solutions == list(range(solutions[0], len(cells))), f"{path.name}: the reference solutions belong in the lesson's last cells"
+
+
+# Lessons still short of issue 25's three exercises; the list may only shrink.
+FEWER_THAN_THREE_EXERCISES = {"00b_core", "01_tensor", "02_kernels", "02b_backend", "03_autograd", "04_ops", "06_nn", "07_optim",
+                              "08_data", "09_save", "10_learner", "11_train", "14_cuda", "15_gpu", "16_gpu_ops", "17_language_models", "18_rnn",
+                              "19_attention", "20_gpt", "21_mixed_precision", "22_explain", "23_lm_commands", "24_onnx", "25_distributed",
+                              "25b_distributed_learner", "26_serve", "27_tracking"}
+
+
+def test_lessons_have_three_exercises_with_checks():
+    import json
+    for path in sorted((ROOT / "nbs").glob("[0-8]*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]).splitlines())
+        text = "\n".join("".join(c["source"]) for c in cells[start:] if c["cell_type"] == "markdown")
+        numbers = [int(n) for n in re.findall(r"^\*\*(\d+)\.", text, re.M)]
+        assert numbers == list(range(1, len(numbers) + 1)), f"{path.name}: exercises numbered {numbers}"
+        checks = set(re.findall(r"`(check_\w+)\(", text))
+        if path.stem in FEWER_THAN_THREE_EXERCISES:
+            assert len(numbers) < 3, f"{path.name} has {len(numbers)} exercises now: remove it from FEWER_THAN_THREE_EXERCISES"
+            assert checks, f"{path.name}: no exercise names the check to run"
+        else:
+            assert len(numbers) >= 3, f"{path.name}: {len(numbers)} exercises; issue 25 asks for at least three of rising difficulty"
+            assert len(checks) >= len(numbers), f"{path.name}: {len(numbers)} exercises but only the checks {sorted(checks)}"
