@@ -107,7 +107,7 @@ def test_screenshots(server, tmp_path):
 
 
 def test_every_lesson_ends_with_exercises_whose_solutions_are_hidden(site):
-    lessons = ["gradients", "core", "tensor", "kernels", "backend", "autograd", "ops", "matmul", "more_ops", "nn", "optim", "data", "save", "learner", "train", "conv", "cnn", "cuda", "gpu", "gpu_ops", "language_models", "rnn", "attention", "gpt", "mixed_precision", "explain", "lm_commands", "onnx", "distributed", "distributed_learner", "serve", "tracking"]
+    lessons = ["gradients", "core", "tensor", "kernels", "backend", "autograd", "ops", "matmul", "more_ops", "nn", "optim", "data", "save", "learner", "train", "conv", "cnn", "generalisation", "cuda", "gpu", "gpu_ops", "language_models", "rnn", "attention", "gpt", "mixed_precision", "explain", "lm_commands", "onnx", "distributed", "distributed_learner", "serve", "tracking"]
     for name in lessons:
         html = (site / f"{name}.html").read_text()
         assert 'id="exercises"' in html, f"{name}: no Exercises section"
