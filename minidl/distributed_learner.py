@@ -62,7 +62,7 @@ def _train_on_this_rank(parser, args, cbs) -> int:
     say = print if rank == 0 else (lambda *a, **k: None)
     try:
         learn, config, start, out = setup_run(args.dataset, args.model, args.epochs, args.batch_size, args.lr, args.optimizer,
-                                              args.precision, args.seed, out_folder(args.out, args.resume), args.resume, say, cbs)
+                                              args.precision, args.seed, out_folder(args.out, args.resume), args.resume, say, cbs, args.valid_fraction)
         if config["batch_size"] % world: raise ValueError(f"batch_size (--batch-size) {config['batch_size']} does not split evenly over {world} processes")
     except (ValueError, FileNotFoundError) as e:         # every rank has the same options, so every rank stops here
         if rank == 0: parser.error(str(e))

@@ -24,6 +24,7 @@ def _minidl(*args, **kw):
     (["--lr", "nan"], "lr (--lr) must be a positive, finite number, got nan"),
     (["--epochs", "0"], "epochs (--epochs) must be an integer >= 1, got 0"),
     (["--out", "/etc/passwd/run"], "out (--out): cannot write to /etc/passwd/run (Not a directory)"),
+    (["--valid-fraction", "1"], "valid_fraction (--valid-fraction) must be a fraction between 0 and 1, got 1.0"),
 ])
 def test_a_bad_option_is_one_line_and_exit_2(args, message):
     r = _minidl("train", *args)
@@ -54,7 +55,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_same_run(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"resuming at epoch {epoch + 2} of 12" in r.stdout
     a, b = minidl.load(straight / "model.safetensors"), minidl.load(stopped / "model.safetensors")
-    assert a["metrics"]["valid_loss"] == b["metrics"]["valid_loss"]
+    assert a["metrics"]["valid_loss"] == b["metrics"]["valid_loss"] and a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
     for k in a["model"]: np.testing.assert_array_equal(b["model"][k].numpy(), a["model"][k].numpy(), err_msg=k)
 
 
@@ -67,3 +68,15 @@ def test_import_without_a_writable_cache_falls_back_with_one_warning(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("cannot write the cache directory") == 1
     assert r.stdout.strip().startswith(str(tmp_path))
+
+
+def test_train_validates_on_held_out_training_data_and_measures_the_test_set_once(tmp_path):
+    r = _minidl("train", "--dataset", "digits", "--epochs", "2", "--valid-fraction", "0.25", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "(1078 train / 360 validation samples" in r.stdout        # digits: 1,438 training images, a quarter held out
+    assert r.stdout.count("test accuracy") == 1
+    ckpt = minidl.load(tmp_path / "model.safetensors")
+    assert ckpt["config"]["valid_fraction"] == 0.25
+    evaluated = _minidl("eval", str(tmp_path / "model.safetensors"))
+    assert f"accuracy {ckpt['metrics']['test_accuracy']:.4f}" in evaluated.stdout     # `minidl eval` reports the test set too
+    assert ckpt["metrics"]["test_accuracy"] != ckpt["metrics"]["accuracy"]            # 359 test images are not the 360 validation images
