@@ -6,9 +6,9 @@
 __all__ = ['THREADS', 'relu', 'SOFTMAX', 'LOG_SOFTMAX', 'LOGSUMEXP', 'TILE', 'ROWS_PER_THREAD', 'manual_seed_all', 'gpu_present',
            'simulated', 'is_available', 'blocks_for', 'strided_offset', 'map_kernel', 'zip_kernel', 'broadcast_strides',
            'unary', 'binary', 'add', 'mul', 'maximum', 'sigmoid', 'block_tree_sum', 'block_tree_max', 'rows_kernel',
-           'total', 'row_sums', 'rowwise', 'matmul_naive_kernel', 'matmul_tiled_kernel', 'tuned_matmul_kernel',
-           'matmul', 'scatter_add_kernel', 'device_count', 'current_device', 'get_device_name', 'synchronize',
-           'empty_cache']
+           'total', 'row_sums', 'row_threads', 'rowwise', 'matmul_naive_kernel', 'matmul_tiled_kernel',
+           'tuned_matmul_kernel', 'matmul', 'scatter_add_kernel', 'device_count', 'current_device', 'get_device_name',
+           'synchronize', 'empty_cache']
 
 # %% ../nbs/14_cuda.ipynb #17cf204f
 import math
@@ -131,8 +131,8 @@ def sigmoid(x):
 # %% ../nbs/14_cuda.ipynb #a6513387
 @cuda.jit(device=True)
 def block_tree_sum(shared, t):
-    "Sum shared[0:THREADS] into shared[0], all threads of the block taking part."
-    step = THREADS // 2
+    "Sum shared[0:blockDim] into shared[0], all threads of the block taking part (blockDim a power of two, at most THREADS)."
+    step = cuda.blockDim.x // 2
     while step > 0:
         cuda.syncthreads()
         if t < step: shared[t] += shared[t + step]
@@ -142,8 +142,8 @@ def block_tree_sum(shared, t):
 
 @cuda.jit(device=True)
 def block_tree_max(shared, t):
-    "The largest of shared[0:THREADS] into shared[0]; a NaN wins, as in np.maximum."
-    step = THREADS // 2
+    "The largest of shared[0:blockDim] into shared[0]; a NaN wins, as in np.maximum."
+    step = cuda.blockDim.x // 2
     while step > 0:
         cuda.syncthreads()
         v = shared[t + step] if t < step else 0.0
@@ -176,17 +176,17 @@ SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = range(3)
 def rows_kernel(x, out, cols, mode):
     "Softmax, log-softmax or logsumexp (`mode`) of each row of a flat row-major (rows, cols) x, one block per row."
     shared = cuda.shared.array(THREADS, numba.float64)
-    r, t = cuda.blockIdx.x, cuda.threadIdx.x
+    r, t, step = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     base = r * cols
     m = -math.inf
-    for k in range(t, cols, THREADS):
+    for k in range(t, cols, step):
         v = x[base + k]
         if v > m or v != v: m = v                 # a NaN wins: the row's results are NaN
     shared[t] = m
     m = block_tree_max(shared, t)
     if m == -math.inf: m = 0.0                    # a row of -inf: keep the exponents finite
     acc = 0.0
-    for k in range(t, cols, THREADS): acc += math.exp(x[base + k] - m)
+    for k in range(t, cols, step): acc += math.exp(x[base + k] - m)
     cuda.syncthreads()                            # everyone has read the max before the sums overwrite it
     shared[t] = acc
     s = block_tree_sum(shared, t)
@@ -194,9 +194,9 @@ def rows_kernel(x, out, cols, mode):
         if t == 0: out[r] = m if m == math.inf else m + math.log(s)     # a +inf in the row: the sum is inf
     elif mode == LOG_SOFTMAX:
         log_s = math.log(s)
-        for k in range(t, cols, THREADS): out[base + k] = (x[base + k] - m) - log_s
+        for k in range(t, cols, step): out[base + k] = (x[base + k] - m) - log_s
     else:
-        for k in range(t, cols, THREADS): out[base + k] = math.exp(x[base + k] - m) / s
+        for k in range(t, cols, step): out[base + k] = math.exp(x[base + k] - m) / s
 
 def total(x: np.ndarray) -> float:
     "The sum of all elements of x, by block trees on the device (accumulated in float64)."
@@ -213,10 +213,14 @@ def row_sums(x: np.ndarray) -> np.ndarray:
     if x.shape[0]: _row_sums[x.shape[0], THREADS](cuda.to_device(np.ascontiguousarray(x)), out)
     return out.copy_to_host().astype(x.dtype)
 
+def row_threads(cols: int) -> int:
+    "Threads per block for rows of `cols`: the next power of two, at most THREADS — a short row leaves no thread idle."
+    return min(THREADS, 1 << max(0, cols - 1).bit_length())
+
 def rowwise(x: np.ndarray, mode: int = SOFTMAX) -> np.ndarray:
     "Softmax (or LOG_SOFTMAX, LOGSUMEXP) over the rows of a 2-d x, one block per row."
     out = cuda.device_array(x.shape[0] if mode == LOGSUMEXP else x.size, x.dtype)
-    if x.size: rows_kernel[x.shape[0], THREADS](cuda.to_device(np.ascontiguousarray(x).reshape(-1)), out, x.shape[1], mode)
+    if x.size: rows_kernel[x.shape[0], row_threads(x.shape[1])](cuda.to_device(np.ascontiguousarray(x).reshape(-1)), out, x.shape[1], mode)
     return out.copy_to_host().reshape(x.shape[:1] if mode == LOGSUMEXP else x.shape)
 
 # %% ../nbs/14_cuda.ipynb #5ca7cd2a

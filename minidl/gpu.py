@@ -16,7 +16,7 @@ from . import kernels as K
 from .backend import OPS, Backend
 from .core import float32, is_floating
 from .cuda import THREADS, TILE, ROWS_PER_THREAD, blocks_for, cuda   # minidl.cuda picks the simulator when there is no GPU
-from .cuda import block_tree_sum, broadcast_strides, rows_kernel, scatter_add_kernel, strided_offset, tuned_matmul_kernel   # lesson 14's kernels
+from .cuda import block_tree_sum, broadcast_strides, row_threads, rows_kernel, scatter_add_kernel, strided_offset, tuned_matmul_kernel   # lesson 14's kernels
 from .cuda import LOG_SOFTMAX, LOGSUMEXP, SOFTMAX
 from .cuda import add, maximum, mul, relu, sigmoid                                 # lesson 14's device functions
 
@@ -508,7 +508,7 @@ def _rowwise(x: DeviceArray, axis: int, mode: int) -> DeviceArray:
     out = empty(xt.shape[:-1] if mode == LOGSUMEXP else xt.shape, x.dtype)
     if cols == 0:
         return full(out.shape, -np.inf, x.dtype) if mode == LOGSUMEXP else out
-    if rows: rows_kernel[rows, THREADS](flat_buffer(xt), out.buf, cols, mode)
+    if rows: rows_kernel[rows, row_threads(cols)](flat_buffer(xt), out.buf, cols, mode)
     return out if mode == LOGSUMEXP else out._view(lambda l: np.moveaxis(l, -1, axis))
 
 @cuda.jit

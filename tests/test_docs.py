@@ -130,10 +130,6 @@ def test_reference_solutions_are_collapsed_in_jupyter_and_hidden_on_the_website(
         assert solutions == list(range(solutions[0], len(cells))), f"{path.name}: the reference solutions belong in the lesson's last cells"
 
 
-# Lessons still short of issue 25's three exercises; the list may only shrink.
-FEWER_THAN_THREE_EXERCISES = {"14_cuda", "15_gpu", "16_gpu_ops"}
-
-
 def test_lessons_have_three_exercises_with_checks():
     import json
     for path in sorted((ROOT / "nbs").glob("[0-8]*.ipynb")):
@@ -146,9 +142,5 @@ def test_lessons_have_three_exercises_with_checks():
         numbers = [int(n) for n in re.findall(r"^\*\*(\d+)\.", text, re.M)]
         assert numbers == list(range(1, len(numbers) + 1)), f"{path.name}: exercises numbered {numbers}"
         checks = set(re.findall(r"`(check_\w+)\(", text))
-        if path.stem in FEWER_THAN_THREE_EXERCISES:
-            assert len(numbers) < 3, f"{path.name} has {len(numbers)} exercises now: remove it from FEWER_THAN_THREE_EXERCISES"
-            assert checks, f"{path.name}: no exercise names the check to run"
-        else:
-            assert len(numbers) >= 3, f"{path.name}: {len(numbers)} exercises; issue 25 asks for at least three of rising difficulty"
-            assert len(checks) >= len(numbers), f"{path.name}: {len(numbers)} exercises but only the checks {sorted(checks)}"
+        assert len(numbers) >= 3, f"{path.name}: {len(numbers)} exercises; every lesson has at least three, of rising difficulty"
+        assert len(checks) >= len(numbers), f"{path.name}: {len(numbers)} exercises but only the checks {sorted(checks)}"
