@@ -144,3 +144,13 @@ def test_lessons_have_three_exercises_with_checks():
         checks = set(re.findall(r"`(check_\w+)\(", text))
         assert len(numbers) >= 3, f"{path.name}: {len(numbers)} exercises; every lesson has at least three, of rising difficulty"
         assert len(checks) >= len(numbers), f"{path.name}: {len(numbers)} exercises but only the checks {sorted(checks)}"
+
+
+def test_export_cells_store_no_echoed_values():
+    "An export cell that ends with a docstring echoes it as an output: clutter on the page (issue 25). Clear such outputs."
+    import json
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("#| export"):
+                echoed = [o for o in cell.get("outputs", []) if o.get("output_type") == "execute_result"]
+                assert not echoed, f"{path.name}: an export cell stores the value {''.join(echoed[0]['data'].get('text/plain', ''))[:60]!r}"
