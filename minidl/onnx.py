@@ -155,6 +155,13 @@ def _permute(g, op): return g.node("Transpose", [g.name_of(op.args[0])], perm=li
 @converts("Reshape")
 def _reshape(g, op):
     x, shape = op.args
+    # one unit axis inserted or removed (`unsqueeze`, `squeeze`, `stack`): say so, and every other size follows the input's,
+    # dynamic or not; where a neighbouring size is 1 too the position is ambiguous, and the last one is taken
+    shape, dims = tuple(shape), tuple(x.shape)
+    inserted = [k for k in range(len(shape)) if shape[k] == 1 and shape[:k] + shape[k + 1:] == dims]
+    if inserted: return g.node("Unsqueeze", [g.name_of(x), g.ints([inserted[-1]])])
+    removed = [k for k in range(len(dims)) if dims[k] == 1 and dims[:k] + dims[k + 1:] == shape]
+    if removed: return g.node("Squeeze", [g.name_of(x), g.ints([removed[-1]])])
     # a size equal to the input's at the same position is written 0, "copy the input's": it follows a dynamic batch
     target = [0 if i < x.ndim and s == x.shape[i] and s > 0 else s for i, s in enumerate(shape)]
     return g.node("Reshape", [g.name_of(x), g.ints(target)])
@@ -259,7 +266,7 @@ def _lstm(g, op):
     W = g.constant(np.eye(4 * H, dtype=xw.dtype)[order][None])                          # X·Wᵀ reorders the projected gates
     R = g.node("Unsqueeze", [g.node("Gather", [g.name_of(W_hh), g.constant(order)], axis=0), g.ints([0])])
     B = g.constant(np.zeros((1, 8 * H), xw.dtype))
-    h, c = (g.node("Unsqueeze", [g.name_of(t), g.ints([0])]) for t in (h0, c0))
+    h, c = ("" if t is None else g.node("Unsqueeze", [g.name_of(t), g.ints([0])]) for t in (h0, c0))    # no state: ONNX's default, zeros
     y = g.fresh("lstm")
     g.nodes.append(helper.make_node("LSTM", [g.name_of(xw), W, R, B, "", h, c], [y, y + "_h", y + "_c"], name=y, hidden_size=H,
                                     direction="reverse" if reverse else "forward"))

@@ -75,12 +75,11 @@ class RNNBase(Module):
         for p in self.parameters(): uniform_(p, -k, k)
 
     def _initial(self, hx, input, unbatched):
-        "The initial state(s) as (layers·directions, N, H) tensors: zeros when `hx` is None."
-        n = input.shape[1]
-        shape = (self.num_layers * self._directions, n, self.hidden_size)
+        "The initial state(s) as (layers·directions, N, H) tensors; None when `hx` is None (zeros)."
+        if hx is None: return None
+        shape = (self.num_layers * self._directions, input.shape[1], self.hidden_size)
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         want = 2 if self.mode == "LSTM" else 1
-        if hx is None: return [Tensor(input.backend.full(shape, 0, input.dtype))] * want
         if len(states) != want: raise ValueError(f"{type(self).__name__}: expected {'a tuple (h_0, c_0)' if want == 2 else 'one initial state h_0'}, got {len(states)} tensors")
         out = []
         for s in states:
@@ -104,7 +103,11 @@ class RNNBase(Module):
                 W_ih, W_hh = getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}")
                 b_ih, b_hh = (getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")) if self.bias else (None, None)
                 idx = layer * self._directions + d
-                h, c = init[0][idx], (init[1][idx] if len(init) > 1 else None)
+                if init is not None: h, c = init[0][idx], (init[1][idx] if len(init) > 1 else None)
+                elif self.mode in LAYERS: h = c = None        # a layer op starts from zeros itself (and ONNX's LSTM from its default)
+                else:
+                    h = Tensor(x.backend.full((x.shape[1], self.hidden_size), 0, x.dtype))
+                    c = h if self.mode == "LSTM" else None
                 if self.mode in LAYERS: seq, h, c = LAYERS[self.mode](x, h, c, W_ih, W_hh, b_ih, b_hh, d == 1)
                 else:
                     xw = _project(x, W_ih, b_ih)                 # every step's input projection in one product
@@ -295,10 +298,11 @@ def _layer_grads_as_ops(xw, h0, c0, W_hh, g, reverse):
     return dxw, dh, dc, dxw.reshape(-1, dxw.shape[-1]).T @ h_prev.reshape(-1, h_prev.shape[-1])
 
 class LSTMLayerFn(Function):
-    "A whole LSTM layer (one direction) as one op: (xw (T, N, 4H): the input projection with both biases, h0, c0 (N, H), W_hh) → every step's (h, c), shape (T, 2, N, H)."
+    "A whole LSTM layer (one direction) as one op: (xw (T, N, 4H): the input projection with both biases, h0, c0 (N, H) or None for zeros, W_hh) → every step's (h, c), shape (T, 2, N, H)."
     @staticmethod
     def forward(ctx, xw, h0, c0, W_hh, reverse=False):
         B, (T, n, H4), H = xw.backend, xw.shape, W_hh.shape[1]
+        h0, c0 = (Tensor(B.full((n, H), 0, xw.dtype)) if s is None else s for s in (h0, c0))     # no state given: zeros of this batch's size
         hcs, x, W_t, hidden = B.empty((T, 2, n, H), xw.dtype), xw._a, B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H)
         h, c, gates = h0._a, _flat(B, c0._a), [None] * T
         for t in _steps(T, reverse):

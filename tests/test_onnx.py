@@ -142,26 +142,41 @@ def test_a_shape_that_follows_the_batch_outside_the_recorded_ops_is_refused_for_
 
 
 @pytest.mark.parametrize("kw", [dict(num_layers=1), dict(num_layers=2, bidirectional=True), dict(num_layers=2, bias=False)], ids=str)
-def test_lstm_matches_onnxruntime_outputs_and_final_states(kw):
+def test_lstm_matches_onnxruntime_outputs_and_final_states_on_batches_the_trace_never_saw(kw):
     minidl.manual_seed(5)
     lstm = nn.LSTM(4, 5, batch_first=True, **kw).eval()
-    x = minidl.randn(2, 6, 4)
-    buf = io.BytesIO(); export(lstm, x, buf, output_names=["y", "h", "c"])
+    buf = io.BytesIO()
+    export(lstm, minidl.randn(2, 6, 4), buf, output_names=["y", "h", "c"], dynamic_axes={"input": {0: "batch"}, "y": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"}})
     onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
     assert "LSTM" in {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
-    got = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
-    with minidl.no_grad(): y, (h, c) = lstm(x)
-    for a, b in zip(got, (y, h, c)): np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+    session = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for n in (1, 7):                                                 # the zero initial state is ONNX's default: it follows the batch
+        x = minidl.randn(n, 6, 4)
+        got = session.run(None, {"input": x.numpy()})
+        with minidl.no_grad(): y, (h, c) = lstm(x)
+        for a, b in zip(got, (y, h, c)): np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_the_character_lstm_of_lesson_23_exports():
+def test_an_lstm_with_a_given_initial_state_exports_it():
+    minidl.manual_seed(7)
+    lstm = nn.LSTM(3, 4).eval()
+    class WithState(nn.Module):
+        def __init__(self): super().__init__(); self.lstm, self.h0, self.c0 = lstm, nn.Parameter(minidl.randn(1, 1, 4)), nn.Parameter(minidl.randn(1, 1, 4))
+        def forward(self, x): return self.lstm(x, (self.h0, self.c0))[0]
+    model, x = WithState(), minidl.randn(5, 1, 3)
+    session = onnxruntime.InferenceSession(_bytes(model, x), providers=["CPUExecutionProvider"])
+    with minidl.no_grad(): np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_character_lstm_of_lesson_23_exports_with_a_dynamic_batch():
     from minidl.lm import CharLSTM
     minidl.manual_seed(6)
     model = CharLSTM(11, n_embd=8, n_layer=2).eval()
-    idx = minidl.randint(0, 11, (3, 7))
-    session = onnxruntime.InferenceSession(_bytes(model, idx), providers=["CPUExecutionProvider"])
-    with minidl.no_grad(): want = model(idx)[0].numpy()
-    np.testing.assert_allclose(session.run(None, {"input": idx.numpy()})[0], want, rtol=1e-5, atol=1e-6)
+    session = _roundtrip(model, minidl.randint(0, 11, (3, 7)))
+    for n in (1, 5):
+        idx = minidl.randint(0, 11, (n, 7))
+        with minidl.no_grad(): want = model(idx)[0].numpy()
+        np.testing.assert_allclose(session.run(None, {"input": idx.numpy()})[0], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("model", ["cnn1d", "gpt", "lstm"])
