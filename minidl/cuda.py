@@ -6,7 +6,7 @@
 __all__ = ['THREADS', 'relu', 'SOFTMAX', 'LOG_SOFTMAX', 'LOGSUMEXP', 'TILE', 'ROWS_PER_THREAD', 'manual_seed_all', 'gpu_present',
            'simulated', 'is_available', 'blocks_for', 'strided_offset', 'map_kernel', 'zip_kernel', 'broadcast_strides',
            'unary', 'binary', 'add', 'mul', 'maximum', 'sigmoid', 'block_tree_sum', 'block_tree_max', 'rows_kernel',
-           'total', 'row_sums', 'row_threads', 'rowwise', 'matmul_naive_kernel', 'matmul_tiled_kernel',
+           'total', 'row_threads', 'row_sums', 'rowwise', 'matmul_naive_kernel', 'matmul_tiled_kernel',
            'tuned_matmul_kernel', 'matmul', 'scatter_add_kernel', 'device_count', 'current_device', 'get_device_name',
            'synchronize', 'empty_cache']
 
@@ -165,7 +165,7 @@ def _row_sums(x, out):
     shared = cuda.shared.array(THREADS, numba.float64)
     r, t = cuda.blockIdx.x, cuda.threadIdx.x
     acc = 0.0
-    for k in range(t, x.shape[1], THREADS): acc += x[r, k]      # consecutive threads, consecutive columns
+    for k in range(t, x.shape[1], cuda.blockDim.x): acc += x[r, k]      # consecutive threads, consecutive columns
     shared[t] = acc
     s = block_tree_sum(shared, t)
     if t == 0: out[r] = s
@@ -207,15 +207,15 @@ def total(x: np.ndarray) -> float:
         d = partial
     return float(d.copy_to_host()[0]) if d.size else 0.0
 
-def row_sums(x: np.ndarray) -> np.ndarray:
-    "Sums of the rows of a 2-d x, one block per row."
-    out = cuda.device_array(x.shape[0], np.float64)
-    if x.shape[0]: _row_sums[x.shape[0], THREADS](cuda.to_device(np.ascontiguousarray(x)), out)
-    return out.copy_to_host().astype(x.dtype)
-
 def row_threads(cols: int) -> int:
     "Threads per block for rows of `cols`: the next power of two, at most THREADS — a short row leaves no thread idle."
     return min(THREADS, 1 << max(0, cols - 1).bit_length())
+
+def row_sums(x: np.ndarray) -> np.ndarray:
+    "Sums of the rows of a 2-d x, one block per row."
+    out = cuda.device_array(x.shape[0], np.float64)
+    if x.shape[0]: _row_sums[x.shape[0], row_threads(x.shape[1])](cuda.to_device(np.ascontiguousarray(x)), out)
+    return out.copy_to_host().astype(x.dtype)
 
 def rowwise(x: np.ndarray, mode: int = SOFTMAX) -> np.ndarray:
     "Softmax (or LOG_SOFTMAX, LOGSUMEXP) over the rows of a 2-d x, one block per row."

@@ -98,10 +98,14 @@ def setup_run(dataset, model, epochs, batch_size, lr, optimizer, precision, seed
              + (f", resuming at epoch {start + 1} of {epochs}" if start else ""))
     return learn, config, start, out
 
+def _test_metrics(net, test_ds, batch_size: int) -> dict:
+    "Loss and accuracy of `net` on `test_ds`, by a Learner of its own (no callbacks of a run: it works after any kind of training)."
+    return Learner(net, DataLoaders(None, data.DataLoader(test_ds, batch_size)), nn.functional.cross_entropy, metrics=[accuracy]).validate()
+
 def finish_run(learn, config, out, print_fn) -> dict:
     "After training: measure the test set (once), write model.safetensors and loss.png, print the accuracies; return the final metrics."
     _, test_ds, _, _ = _load_data(config["dataset"])
-    test = Learner(learn.model, DataLoaders(None, data.DataLoader(test_ds, config["batch_size"] * 2)), nn.functional.cross_entropy, metrics=[accuracy]).validate()
+    test = _test_metrics(learn.model, test_ds, config["batch_size"] * 2)
     final = {**learn.recorder.values[-1], "test_loss": test["valid_loss"], "test_accuracy": test["accuracy"]}
     minidl.save({"model": learn.model.state_dict(), "optimizer": learn.opt.state_dict(), "config": config, "epoch": config["epochs"],
                  "metrics": {k: float(v) for k, v in final.items()}}, out / "model.safetensors")
@@ -148,8 +152,7 @@ def evaluate(checkpoint, dataset=None, batch_size=256, print_fn=print) -> dict:
     if (list(in_shape), n_out) != (list(cfg["input_shape"]), cfg["n_out"]):
         raise ValueError(f"{checkpoint}: the model takes inputs of shape {tuple(cfg['input_shape'])} and predicts {cfg['n_out']} classes; "
                          f"dataset {dataset!r} has inputs of shape {in_shape} and {n_out} classes")
-    learn = Learner(net, DataLoaders(None, data.DataLoader(test_ds, batch_size)), nn.functional.cross_entropy, metrics=[accuracy])
-    res = learn.validate()
+    res = _test_metrics(net, test_ds, batch_size)
     print_fn(f"{cfg['model']} on {dataset or cfg['dataset']} test: loss {res['valid_loss']:.4f}, accuracy {res['accuracy']:.4f}")
     return res
 

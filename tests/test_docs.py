@@ -1,6 +1,7 @@
 """The documentation site, built with `make docs`'s code and checked as a reader sees it: statically, then in headless Chromium."""
 import functools
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -115,13 +116,17 @@ def test_every_lesson_ends_with_exercises_whose_solutions_are_hidden(site):
         assert "_solution" not in html, f"{name}: a reference solution is visible"
 
 
+def _exercise_cells(path) -> list:
+    "A lesson's cells from the one that starts its Exercises section."
+    cells = json.loads(path.read_text())["cells"]
+    start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]).splitlines())
+    return cells[start:]
+
+
 def test_reference_solutions_are_collapsed_in_jupyter_and_hidden_on_the_website():
-    import json
     runs_a_check = re.compile(r"^check_\w+\(", re.M)    # a top-level call of a lesson's check: the reference solution's cell
     for path in sorted((ROOT / "nbs").glob("[0-8]*.ipynb")):
-        cells = json.loads(path.read_text())["cells"]
-        start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]).splitlines())
-        cells = [c for c in cells[start:] if c["cell_type"] == "code"]
+        cells = [c for c in _exercise_cells(path) if c["cell_type"] == "code"]
         solutions = [i for i, c in enumerate(cells) if runs_a_check.search("".join(c["source"]))]
         assert solutions, f"{path.name}: no reference solution runs the exercise checks"
         for i in solutions:
@@ -131,11 +136,8 @@ def test_reference_solutions_are_collapsed_in_jupyter_and_hidden_on_the_website(
 
 
 def test_lessons_have_three_exercises_with_checks():
-    import json
     for path in sorted((ROOT / "nbs").glob("[0-8]*.ipynb")):
-        cells = json.loads(path.read_text())["cells"]
-        start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]).splitlines())
-        text = "\n".join("".join(c["source"]) for c in cells[start:] if c["cell_type"] == "markdown")
+        text = "\n".join("".join(c["source"]) for c in _exercise_cells(path) if c["cell_type"] == "markdown")
         text = text[text.index("## Exercises"):]
         later = [line for line in text.splitlines() if line.startswith("## ") and line != "## Exercises"]
         assert not later, f"{path.name}: the exercises end the lesson, but sections follow them: {later}"
@@ -148,7 +150,6 @@ def test_lessons_have_three_exercises_with_checks():
 
 def test_export_cells_store_no_echoed_values():
     "An export cell that ends with a docstring echoes it as an output: clutter on the page (issue 25). Clear such outputs."
-    import json
     for path in sorted((ROOT / "nbs").glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("#| export"):
