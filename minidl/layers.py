@@ -353,6 +353,7 @@ class Softmax(Module):
 class LogSoftmax(Softmax):
     def forward(self, x): return ops.log_softmax(x, self.dim)
 
+# %% ../nbs/06_nn.ipynb #59d09db2
 class Dropout(Module):
     "In training, zero each element with probability p and scale the rest by 1/(1-p); identity in eval mode."
     def __init__(self, p: float = 0.5):
@@ -370,6 +371,7 @@ def dropout(x, p: float = 0.5, training: bool = True):
     keep = Tensor(x.backend.uniform(x.shape, np.dtype(np.float64))) >= p     # U[0, 1) from minidl's generator, on x's device
     return x * (keep.to(x.dtype) * (1 / (1 - p)))
 
+# %% ../nbs/06_nn.ipynb #965b9603
 class Embed(Function):
     "Rows of `weight` at the integer tensor `index`: a gather whose backward adds each row's gradient back (repeats add up)."
     @staticmethod
@@ -404,6 +406,7 @@ class Embedding(Module):
     def forward(self, idx): return embedding(idx, self.weight, self.padding_idx)
     def extra_repr(self): return f"{self.num_embeddings}, {self.embedding_dim}" + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
+# %% ../nbs/06_nn.ipynb #2a3ecbe5
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     "Normalise over the last dims (`normalized_shape`) to zero mean and unit variance, then scale by `weight` and shift by `bias`."
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -448,6 +451,7 @@ class LayerNorm(Module):
     def forward(self, x): return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
     def extra_repr(self): return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
+# %% ../nbs/06_nn.ipynb #9c53abb2
 class BatchNormBase(Module):
     "Normalise each channel (dim 1) over all other dims; running statistics for eval mode. Subclasses set `shapes`."
     shapes = {}                                  # ndim -> how the expected shape reads in an error message
