@@ -175,7 +175,15 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
     with set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
-            g = pending.pop(node)
+            g = pending.pop(node, None)
+            if g is None:                          # every consumer returned None: no gradient here, none further down
+                if not retain_graph: node.free()
+                for e in node.next:
+                    if isinstance(e, Tensor) and e._hooks is not None: to_leaf(e, None)
+                    elif e is not None and not isinstance(e, Tensor):
+                        consumers[e] -= 1
+                        if consumers[e] == 0: ready.append(e)
+                continue
             if capture is not None and node.fn.reentrant:
                 raise RuntimeError(f"{node.fn.__name__} runs a backward pass of its own (into .grad), which autograd.grad() cannot capture: use .backward()")
             if node._hooks: g = _run_hooks(node._hooks, g)
@@ -189,10 +197,10 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
                 if e is None: continue
                 if isinstance(e, Tensor):
                     if gi is not None or e._hooks is not None: to_leaf(e, gi)
-                elif gi is not None:
-                    _accumulate(pending, e, gi)
-                    consumers[e] -= 1
-                    if consumers[e] == 0: ready.append(e)
+                    continue
+                if gi is not None: _accumulate(pending, e, gi)
+                consumers[e] -= 1                  # a None (no gradient, PyTorch's zero) still counts as delivered
+                if consumers[e] == 0: ready.append(e)
 
 def _finish_leaf(leaf: Tensor, g: Tensor, capture):
     "A hooked leaf's whole gradient: through its gradient hooks, into `.grad` (or `capture`), then its post-accumulate hooks."

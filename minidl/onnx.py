@@ -274,6 +274,26 @@ def _lstm(g, op):
     cs = g.node("Expand", [y + "_c", g.ints([xw.shape[0], 1, 1, 1])])
     return g.node("Concat", [y, cs], axis=1)
 
+@converts("LSTMCellFn")
+def _lstm_cell(g, op):
+    "The fused LSTM cell (lesson 18) by its formulas: the gates' activations, c' = f·c + i·g, h' = o·tanh(c'), stacked as (h', c')."
+    gates, c = op.args
+    H = c.shape[1]
+    parts = [g.fresh("gate") for _ in range(4)]                      # PyTorch's order: input, forget, cell, output
+    g.nodes.append(helper.make_node("Split", [g.name_of(gates), g.ints([H] * 4)], parts, name=parts[0], axis=1))
+    i, f, o = (g.node("Sigmoid", [p]) for p in (parts[0], parts[1], parts[3]))
+    c_new = g.node("Add", [g.node("Mul", [f, g.name_of(c)]), g.node("Mul", [i, g.node("Tanh", [parts[2]])])])
+    h_new = g.node("Mul", [o, g.node("Tanh", [c_new])])
+    return g.node("Concat", [g.node("Unsqueeze", [h_new, g.ints([0])]), g.node("Unsqueeze", [c_new, g.ints([0])])], axis=0)
+
+@converts("ZeroState")
+def _zero_state(g, op):
+    "A recurrence's default initial state (lesson 18): zeros with as many rows as the input has along `dim`, read from its shape at run time."
+    x, dim, hidden = op.args
+    rows = g.node("Shape", [g.name_of(x)], start=dim, end=dim + 1)
+    return g.node("ConstantOfShape", [g.node("Concat", [rows, g.ints([hidden])], axis=0)],
+                  value=numpy_helper.from_array(np.zeros(1, op.out.dtype)))
+
 @converts("LayerNormFn")
 def _layer_norm(g, op):
     x, weight, bias, dims, eps = op.args

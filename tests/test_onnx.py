@@ -134,11 +134,49 @@ def test_attention_models_match_onnxruntime(name):
 
 
 def test_a_shape_that_follows_the_batch_outside_the_recorded_ops_is_refused_for_a_dynamic_batch():
-    gru = nn.GRU(4, 5, batch_first=True).eval()                      # its zero initial state is made with the batch size
-    with pytest.raises(RuntimeError, match="a size that follows a dynamic axis"): _roundtrip(gru, minidl.randn(2, 3, 4))
-    x = minidl.randn(2, 3, 4)                                        # with the batch size fixed, it exports
-    session = onnxruntime.InferenceSession(_bytes(gru, x), providers=["CPUExecutionProvider"])
-    with minidl.no_grad(): np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], gru(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+    class AddsOnes(nn.Module):
+        def forward(self, x): return x + minidl.ones(x.shape[0], 4)   # made with the batch size, outside any recorded op
+    model = AddsOnes()
+    with pytest.raises(RuntimeError, match="a size that follows a dynamic axis"): _roundtrip(model, minidl.randn(2, 4))
+    x = minidl.randn(2, 4)                                           # with the batch size fixed, it exports
+    session = onnxruntime.InferenceSession(_bytes(model, x), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], model(x).numpy())
+
+
+RECURRENT = {
+    "GRU": lambda: nn.GRU(4, 5, batch_first=True),
+    "GRU, 2 layers, bidirectional": lambda: nn.GRU(4, 5, num_layers=2, bidirectional=True, batch_first=True),
+    "GRU, no bias, time first": lambda: nn.GRU(4, 5, bias=False),
+    "RNN, tanh": lambda: nn.RNN(4, 5, batch_first=True),
+    "RNN, relu, 2 layers": lambda: nn.RNN(4, 5, num_layers=2, nonlinearity="relu", batch_first=True),
+    "GRUCell": lambda: nn.GRUCell(4, 5),
+    "RNNCell": lambda: nn.RNNCell(4, 5),
+    "LSTMCell": lambda: nn.LSTMCell(4, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(RECURRENT))
+def test_gru_rnn_and_cells_export_their_zero_state_with_a_dynamic_batch(name):
+    minidl.manual_seed(8)
+    net = RECURRENT[name]().eval()
+    cell = "Cell" in name
+    class Outputs(nn.Module):                                        # the sequence's output, or a cell's new h
+        def __init__(self): super().__init__(); self.net = net
+        def forward(self, x):
+            out = self.net(x)
+            return (out[0] if isinstance(out, tuple) else out) if cell or not isinstance(out, tuple) else out[0]
+    model = Outputs()
+    shape = (lambda n: (n, 4)) if cell else ((lambda n: (n, 3, 4)) if net.batch_first else (lambda n: (3, n, 4)))
+    buf = io.BytesIO()
+    axis = 0 if cell or net.batch_first else 1
+    export(model, minidl.randn(*shape(2)), buf, dynamic_axes={"input": {axis: "batch"}, "output": {axis: "batch"}})
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
+    assert "ConstantOfShape" in {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    session = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for n in (1, 7):
+        x = minidl.randn(*shape(n))
+        with minidl.no_grad(): want = model(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kw", [dict(num_layers=1), dict(num_layers=2, bidirectional=True), dict(num_layers=2, bias=False)], ids=str)
