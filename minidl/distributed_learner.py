@@ -79,8 +79,8 @@ def add_nproc_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         "--batch-size stays the batch of one step, split over them")
     return parser
 
-def main_train(argv=None, cbs=(), command=None) -> int:
-    "`minidl train [--nproc N] …`: with N > 1, N processes under mpirun train one model together. `cbs`: more callbacks for the Learner; `command`: the arguments the started processes get (default: `argv`)."
+def main_train(argv=None, cbs=(), command=None, loggers=()) -> int:
+    "`minidl train [--nproc N] …`: with N > 1, N processes under mpirun train one model together. `cbs`: more callbacks for the Learner; `loggers`: for a language model's run instead (lesson 23's `train_lm`); `command`: the arguments the started processes get (default: `argv`)."
     from minidl import lm, train
     argv = sys.argv[1:] if argv is None else list(argv)
     peek = argparse.ArgumentParser(add_help=False); peek.add_argument("--nproc", type=int, default=1)
@@ -88,7 +88,7 @@ def main_train(argv=None, cbs=(), command=None) -> int:
     parser = add_nproc_option(train.train_parser())
     if lm.trains_language_model(rest):
         if nproc.nproc != 1: parser.error("--nproc: language models (--model gpt|lstm) train in one process")
-        return lm.main_train(rest)
+        return lm.main_train(rest, loggers)
     args = parser.parse_args(argv)
     if args.nproc < 1: parser.error(f"--nproc must be at least 1, got {args.nproc}")
     if launched_by_mpi(): return _train_on_this_rank(parser, args, cbs)

@@ -161,6 +161,7 @@ def train_lm(dataset="shakespeare",  # a name from TEXT_DATASETS
              out="runs/lm",          # folder for last/best/model.safetensors and loss.png
              resume=None,            # a last.safetensors to continue (its run's options replace all of the above)
              print_fn=print,         # where the progress lines go
+             loggers=(),             # experiment trackers: each gets log_params(options) and log_metrics(losses, step=) (the mlflow module is one)
             ) -> dict:
     "Train a character-level language model on a corpus: train and validation loss and a sample every `eval_interval` steps, checkpoints, a loss plot. Returns the losses."
     if resume is not None:
@@ -176,6 +177,9 @@ def train_lm(dataset="shakespeare",  # a name from TEXT_DATASETS
         if c["n_layer"] is None and model in LM_MODELS: c["n_layer"] = LM_MODELS[model]["n_layer"]
         _check_lm_options(c)
         start, history = 0, []
+    for logger in loggers:
+        logger.log_params({k: v for k, v in c.items() if k != "vocab"})
+        for step, train_loss, val_loss in history: logger.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=int(step))   # a resumed run's past
     emit = tqdm.write if print_fn is print else print_fn      # tqdm.write keeps a progress bar intact
     text = TEXT_DATASETS[c["dataset"]]()
     tok = CharTokenizer(text)
@@ -194,6 +198,7 @@ def train_lm(dataset="shakespeare",  # a name from TEXT_DATASETS
     def evaluate(step, seconds, steps_timed):
         losses = split_losses(net, (train_ids, val_ids), c, c["eval_iters"])
         history.append([step, *losses])
+        for logger in loggers: logger.log_metrics({"train_loss": losses[0], "val_loss": losses[1]}, step=step)
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "config": c, "iter": step, "history": history}
         minidl.save(state, out / "last.safetensors")
         if losses[1] <= min(h[2] for h in history): minidl.save(state, out / "best.safetensors")
@@ -258,7 +263,7 @@ _OPTION_HELP = {"iters": "optimizer steps", "batch_size": "windows per step", "b
                 "eval_interval": "steps between evaluations, samples and checkpoints", "eval_iters": "batches per loss estimate",
                 "sample_chars": "characters sampled at each evaluation", "seed": "seeds the weights, the batches and the samples"}
 
-def main_train_lm(argv=None) -> int:
+def main_train_lm(argv=None, loggers=()) -> int:
     "`minidl train --model gpt|lstm [--dataset shakespeare|names] …`"
     defaults = {k: v.default for k, v in inspect.signature(train_lm).parameters.items()}
     p = argparse.ArgumentParser(prog="minidl train", description="Train a character-level language model on a text corpus (nanoGPT's CPU configuration "
@@ -274,7 +279,7 @@ def main_train_lm(argv=None) -> int:
     p.add_argument("--resume", metavar="CHECKPOINT", default=None, help="continue the run saved in CHECKPOINT (its last.safetensors), with that run's options")
     a = vars(p.parse_args(argv))
     a["out"] = a["out"] or (Path(a["resume"]).parent if a["resume"] else defaults["out"])
-    try: train_lm(**a)
+    try: train_lm(**a, loggers=loggers)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
     except KeyboardInterrupt:                       # Ctrl-C: the steps since the last evaluation are lost; its checkpoint is on disk
         last = Path(a["out"]) / "last.safetensors"
@@ -292,10 +297,10 @@ def trains_language_model(argv) -> bool:
     except (ValueError, OSError): resumed = {}           # not a checkpoint: lesson 11's command says what is wrong with it
     return a.model in LM_MODELS or a.dataset in TEXT_DATASETS or resumed.get("model") in LM_MODELS
 
-def main_train(argv=None) -> int:
-    "`minidl train`: a language model here; any other run is lesson 11's."
+def main_train(argv=None, loggers=()) -> int:
+    "`minidl train`: a language model here (`loggers` follow its run, see `train_lm`); any other run is lesson 11's."
     argv = sys.argv[1:] if argv is None else list(argv)
-    return (main_train_lm if trains_language_model(argv) else classifiers.main_train)(argv)
+    return main_train_lm(argv, loggers) if trains_language_model(argv) else classifiers.main_train(argv)
 
 def evaluate_lm(checkpoint, eval_iters: int = None, print_fn=print) -> dict:
     "The train and validation loss of the language model in `checkpoint`, estimated as its run did (`eval_iters` batches: the run's by default)."
