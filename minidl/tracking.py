@@ -132,7 +132,7 @@ def tensorflow_bins() -> np.ndarray:
     return np.concatenate([-positive[::-1], [0.0], positive])
 
 def _histogram(values: np.ndarray, bins, max_bins):
-    "TensorBoard's histogram proto: the counts of `values` in `bins` (edges, a count, or a NumPy rule), empty buckets at both ends dropped."
+    "TensorBoard's histogram proto: the counts of `values` in `bins` (edges, a count, or a NumPy rule), from the first non-empty bucket to the last."
     pb = _tensorboard().summary_pb2
     v = values.reshape(-1).astype(np.float64)
     if v.size == 0: raise ValueError("add_histogram: the values are empty")
@@ -151,8 +151,7 @@ def _histogram(values: np.ndarray, bins, max_bins):
 def _hwc_uint8(image, dataformats: str) -> np.ndarray:
     "An image as (height, width, channels) uint8, from CHW/HWC/HW in uint8 or floats in [0, 1] (PyTorch's conventions)."
     a = _array(image)
-    if sorted(dataformats) != sorted(set(dataformats)) or not set(dataformats) <= set("CHW") or "H" not in dataformats or "W" not in dataformats \
-            or a.ndim != len(dataformats):
+    if len(set(dataformats)) != len(dataformats) or not {"H", "W"} <= set(dataformats) <= {"C", "H", "W"} or a.ndim != len(dataformats):
         raise ValueError(f"add_image: dataformats {dataformats!r} must be CHW, HWC, HW or another order of H, W (and C), one letter per "
                          f"dimension of the image, whose shape is {a.shape}")
     a = np.transpose(a, [dataformats.index(d) for d in "HWC" if d in dataformats])
