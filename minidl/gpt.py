@@ -45,7 +45,7 @@ class CausalSelfAttention(Module):
             k, v = ops.cat([cache["k"], k], 2), ops.cat([cache["v"], v], 2)
         if cache is not None: cache["k"], cache["v"] = k, v
         S = k.shape[2]
-        mask = None if T == S else ones(T, S, dtype="bool", device=x.device).tril(S - T)   # query i sees keys up to its own position
+        mask = None if T in (1, S) else ones(T, S, dtype="bool", device=x.device).tril(S - T)   # query i sees keys up to its own position (one query: all)
         y = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None and T > 1)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 

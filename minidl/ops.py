@@ -206,7 +206,7 @@ class Reshape(Function):
 class Permute(Function):
     @staticmethod
     def forward(ctx, x, dims):
-        ctx.inverse = tuple(np.argsort(dims))
+        ctx.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))     # where each dimension went
         return _view_of(x, x.backend.permute(x._a, dims))
     @staticmethod
     def backward(ctx, g): return g.permute(ctx.inverse)
@@ -232,12 +232,11 @@ def reshape(x, *shape):
 
 def view(x, *shape):
     "Like `reshape`, but never copies: fails if the memory layout does not allow it (use `reshape`)."
-    shape = _shape_arg(shape)
-    try: x.backend.reshape(x._a, shape, copy=False)
-    except ValueError:
+    out = reshape(x, _shape_arg(shape))
+    if out is not x and out._base is None and x.numel():          # reshape had to copy: the layout allows no view
         raise RuntimeError(f"view size is not compatible with input tensor's size and stride (shape {tuple(x.shape)}, "
-                           f"strides {x.stride()}); use .reshape(...) instead") from None
-    return reshape(x, shape)
+                           f"strides {x.stride()}); use .reshape(...) instead")
+    return out
 
 def permute(x, *dims):
     "Reorder the dimensions (a view)."
@@ -250,7 +249,7 @@ def transpose(x, dim0, dim1):
     "Swap two dimensions (a view)."
     dims = list(range(x.ndim)); a, b = wrap_dim(dim0, x.ndim), wrap_dim(dim1, x.ndim)
     dims[a], dims[b] = dims[b], dims[a]
-    return permute(x, dims)
+    return Permute.apply(x, tuple(dims))                     # a permutation by construction: nothing to check
 
 def expand(x, *shape):
     "Broadcast size-1 dimensions to `shape` without copying (-1 keeps a size)."
@@ -792,8 +791,10 @@ def split(x, split_size_or_sections, dim=0):
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n: raise ValueError(f"split: sections {sizes} don't add up to {n}, the size of dim {d}")
-    bounds = np.cumsum([0] + sizes)
-    return tuple(x[(slice(None),) * d + (slice(int(lo), int(hi)),)] for lo, hi in zip(bounds[:-1], bounds[1:]))
+    pieces, lo = [], 0
+    for size in sizes:
+        pieces.append(x[(slice(None),) * d + (slice(lo, lo + size),)]); lo += size
+    return tuple(pieces)
 
 def chunk(x, chunks, dim=0):
     "Split into `chunks` nearly equal pieces (as `torch.chunk`: pieces of ceil(n / chunks))."
@@ -819,10 +820,11 @@ class MatMul(Function):
         if sa[-1] != sb[-2]:
             raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied: "
                              f"{a.shape[-1]} (last dim of the first) != {b.shape[-2]} (second-to-last dim of the second)")
-        try: np.broadcast_shapes(sa[:-2], sb[:-2])
-        except ValueError:
-            raise ValueError(f"matmul: the batch dimensions {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} of shapes {tuple(a.shape)} "
-                             f"and {tuple(b.shape)} do not broadcast") from None
+        if len(sa) > 2 and len(sb) > 2 and sa[:-2] != sb[:-2]:      # batch dimensions on both sides, and not the same: must broadcast
+            try: np.broadcast_shapes(sa[:-2], sb[:-2])
+            except ValueError:
+                raise ValueError(f"matmul: the batch dimensions {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} of shapes {tuple(a.shape)} "
+                                 f"and {tuple(b.shape)} do not broadcast") from None
         ctx.save_for_backward(a, b)
         B = _backend(a, b)
         if len(sb) == 2 and len(sa) > 2:       # (…, K) @ (K, N), as in every linear layer: one GEMM over all the leading rows

@@ -15,7 +15,7 @@ from . import kernels as K
 from . import ops
 from .autograd import Function, is_grad_enabled
 from .backend import UpdateRule
-from .layers import Module, Parameter, dropout, uniform_
+from .layers import Module, Parameter, dropout, flat, uniform_
 from .optim import hyper_type
 from .tensor import Tensor, zeros
 
@@ -255,10 +255,6 @@ lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_arrays)
 lstm_cell_grad_update = UpdateRule(lstm_cell_grad_element, _lstm_cell_grad_arrays)
 
 # %% ../nbs/18_rnn.ipynb #ed3d1f64
-def _flat(B, a):
-    "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
-    return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
-
 def _cell_grads_as_ops(gates, c, g):
     "The fused cell's backward with tensor ops (recorded when a second derivative is being built): `cell_backward` again."
     i, f, gg, o = ops.chunk(gates, 4, -1)
@@ -271,7 +267,7 @@ class LSTMCellFn(Function):
     def forward(ctx, gates, c):
         B, (n, H) = gates.backend, c.shape
         hc = B.empty((2, n, H), gates.dtype)
-        B.update(lstm_cell_update, (_flat(B, c._a), _flat(B, gates._a), B.reshape(hc, (-1,))), (hyper_type(gates)(H),))
+        B.update(lstm_cell_update, (flat(B, c._a), flat(B, gates._a), B.reshape(hc, (-1,))), (hyper_type(gates)(H),))
         ctx.save_for_backward(gates, c)
         return Tensor(hc)
     @staticmethod
@@ -280,7 +276,7 @@ class LSTMCellFn(Function):
         if is_grad_enabled(): return _cell_grads_as_ops(gates, c, g)
         B = g.backend
         dc, dgates = B.empty(c.shape, c.dtype), B.empty(gates.shape, gates.dtype)
-        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), _flat(B, g._a), _flat(B, gates._a), _flat(B, c._a)), (hyper_type(gates)(c.shape[1]),))
+        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), flat(B, g._a), flat(B, gates._a), flat(B, c._a)), (hyper_type(gates)(c.shape[1]),))
         return Tensor(dgates), Tensor(dc)
 
 def _lstm_fused(xw, h, c, W_hh, b_hh):
@@ -315,7 +311,7 @@ class LSTMLayerFn(Function):
         B, (T, n, H4), H = xw.backend, xw.shape, W_hh.shape[1]
         h0, c0 = (Tensor(B.full((n, H), 0, xw.dtype)) if s is None else s for s in (h0, c0))     # no state given: zeros of this batch's size
         hcs, x, W_t, hidden = B.empty((T, 2, n, H), xw.dtype), xw._a, B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H)
-        h, c, gates = h0._a, _flat(B, c0._a), [None] * T
+        h, c, gates = h0._a, flat(B, c0._a), [None] * T
         for t in _steps(T, reverse):
             gates[t] = B.map("add", B.getitem(x, t), B.matmul(h, W_t))
             hc = B.getitem(hcs, t)
@@ -336,7 +332,7 @@ class LSTMLayerFn(Function):
         dc = B.reshape(B.getitem(carry, 1), (-1,))
         for k in range(T - 1, -1, -1):
             t = order[k]
-            c_prev = _flat(B, c0._a) if k == 0 else B.reshape(B.getitem(B.getitem(hcs, order[k - 1]), 1), (-1,))
+            c_prev = flat(B, c0._a) if k == 0 else B.reshape(B.getitem(B.getitem(hcs, order[k - 1]), 1), (-1,))
             grads, dgates = B.map("add", B.getitem(g_a, t), carry), B.getitem(dxw, t)
             B.update(lstm_cell_grad_update, (dc, B.reshape(dgates, (-1,)), B.reshape(grads, (-1,)), B.reshape(ctx.gates[t], (-1,)), c_prev), (hidden,))
             B.assign(B.getitem(carry, 0), B.matmul(dgates, W_hh._a))

@@ -90,3 +90,19 @@ def test_modules_print_and_run_like_pytorchs():
     assert nn.CosineSimilarity()(x1, x2).shape == (4,) and nn.PairwiseDistance(keepdim=True)(x1, x2).shape == (4, 1)
     assert abs(nn.HuberLoss(delta=2.0)(x1, x2).item() - F.huber_loss(x1, x2, delta=2.0).item()) < 1e-7
     assert nn.KLDivLoss(reduction="batchmean")(F.log_softmax(x1, 1), F.softmax(x2, 1)).item() >= 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layer_norm_kernel_matches_pytorch_and_keeps_nan_in_its_row(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 10)) * 3 + 2
+    x[1, 2, 4] = np.nan; x[2, 0, 1] = np.inf
+    w, b = rng.standard_normal(10), rng.standard_normal(10)
+    with minidl.no_grad(): got = F.layer_norm(minidl.tensor(x, dtype=dtype), (10,), minidl.tensor(w, dtype=dtype), minidl.tensor(b, dtype=dtype)).numpy()
+    if torch is not None:
+        want = TF.layer_norm(torch.tensor(x, dtype=getattr(torch, dtype)), (10,), torch.tensor(w, dtype=getattr(torch, dtype)), torch.tensor(b, dtype=getattr(torch, dtype))).numpy()
+    else:
+        mean = x.mean(-1, keepdims=True); want = (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5 if dtype == "float32" else 1e-12)
+    assert np.isnan(got[1, 2]).all() and np.isnan(got[2, 0]).all()          # a NaN or inf spoils its own row, and only that row
+    assert np.isfinite(np.delete(got.reshape(12, 10), [5, 6], axis=0)).all()

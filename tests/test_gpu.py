@@ -200,3 +200,19 @@ def test_clip_grad_value_works_on_the_device():
     assert str(w_dev.grad.device) == "cuda:0"
     np.testing.assert_array_equal(w_dev.grad.cpu().numpy(), w_cpu.grad.numpy())
     np.testing.assert_array_equal(w_cpu.grad.numpy(), np.full((3, 4), 1.5))
+
+
+@pytest.mark.parametrize("shape,normalized,affine", [((3, 5, 8), (8,), True), ((4, 2, 6), (2, 6), True), ((5, 7), (7,), False)], ids=str)
+def test_layer_norm_kernel_on_the_device_matches_the_cpu_forward_and_backward(shape, normalized, affine):
+    minidl.manual_seed(3)
+    x = minidl.randn(*shape, dtype="float64")
+    w, b = (minidl.randn(*normalized, dtype="float64") for _ in range(2))
+    results = []
+    for dev in ("cpu", "cuda"):
+        leaf = lambda t: minidl.tensor(t.numpy(), device=dev, requires_grad=True)
+        xd = leaf(x)
+        wd, bd = (leaf(w), leaf(b)) if affine else (None, None)
+        y = F.layer_norm(xd, normalized, wd, bd)
+        (y * y).sum().backward()
+        results.append([t.cpu().detach().numpy() for t in [y, xd.grad] + ([wd.grad, bd.grad] if affine else [])])
+    for a, c in zip(*results): np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
