@@ -380,11 +380,14 @@ def _uniform_like(x, generator):
 def multinomial(input, num_samples, replacement=False, generator=None):
     "`num_samples` category indices per row of `input` (1-d or 2-d non-negative weights), drawn in proportion to the weights."
     if input.ndim not in (1, 2) or not is_floating(input.dtype): raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.ndim}-d {input.dtype}")
-    if not bool(all(isfinite(input) & (input >= 0))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
     p = (input if input.ndim == 2 else input.unsqueeze(0)).to("float64")
-    if not bool(all(p.sum(-1) > 0)): raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    total = p.sum(-1)
+    finite_and_positive = all(isfinite(p) & (p >= 0)) & all(total > 0)            # both checks, one read from the device
+    if not bool(finite_and_positive):
+        if not bool(all(isfinite(p) & (p >= 0))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+        raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
     n = p.shape[-1]
-    if replacement:
+    if replacement or num_samples == 1:                  # one draw per row is the same with or without replacement
         cdf = cumsum(p, -1)
         v = _uniform_like(p.new_empty(p.shape[0], num_samples), generator) * cdf[:, -1:]         # uniform in [0, total)
         out = (cdf.unsqueeze(1) <= v.unsqueeze(-1)).sum(-1)
