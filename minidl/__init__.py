@@ -24,7 +24,7 @@ from .ops import (add, sub, mul, div, pow, neg, abs, exp, log, log1p, sqrt, rsqr
                         relu, leaky_relu, elu, gelu, silu, softplus, erf, sign, maximum, minimum, where, clamp,
                         sum, mean, var, std, prod, max, min, argmax, argmin, logsumexp, softmax, log_softmax,
                         matmul, einsum, reshape, permute, transpose, squeeze, unsqueeze, flatten, cat, stack,
-                        split, chunk, gather, one_hot, eq, ne, lt, le, gt, ge)
+                        split, chunk, gather, one_hot, eq, ne, lt, le, gt, ge, as_tensor, asarray)
 from .more_ops import (tan, sinh, cosh, asin, acos, atan, arcsin, arccos, arctan, log2, log10, expm1, floor, ceil,
                              trunc, round, floor_divide, remainder, isnan, isinf, isfinite, nan_to_num, isclose, allclose,
                              all, any, amax, amin, cumsum, cumprod, flip, index_select, sort, argsort, topk, median, narrow,

@@ -6,14 +6,15 @@
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
            'HalfTensor', 'BFloat16Tensor', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt',
            'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map',
-           'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand',
-           'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as',
-           'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow',
-           'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign', 'leaky_relu', 'elu',
-           'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean', 'var', 'StdFromVar',
-           'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat',
-           'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'Softmax', 'LogSoftmax',
-           'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
+           'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'as_tensor', 'asarray', 'type_', 'numpy_aliases', 'Reshape',
+           'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
+           'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul',
+           'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign',
+           'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean',
+           'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
+           'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
+           'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
+           'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -24,7 +25,7 @@ from collections import namedtuple
 import numpy as np
 from .backend import backend_of, cpu_backend
 from .core import MissingDtype, as_dtype, bfloat16, bool_, float16, float32, float64, get_default_dtype, int64, is_floating
-from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, tensor
+from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, from_dlpack, from_numpy, tensor
 from .tensor import device as Device
 from .autograd import Function, bump_version, is_grad_enabled, no_grad
 
@@ -147,6 +148,29 @@ def contiguous(self):
     "This tensor if its memory is row-major and dense, else a row-major copy."
     return self if self.is_contiguous() else Clone.apply(self)
 Tensor.contiguous = contiguous
+
+# %% ../nbs/04_ops.ipynb #6b6ace54
+def _shared(data):
+    "A tensor sharing `data`'s memory (the tensor itself, a NumPy array's, a DLPack CPU array's), or None for data with no memory to share."
+    if isinstance(data, Tensor): return data
+    if isinstance(data, np.ndarray): return from_numpy(data)
+    if hasattr(data, "__dlpack__") and hasattr(data, "__dlpack_device__"): return from_dlpack(data)
+    return None
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    "`data` as a tensor, sharing its memory when it already has `dtype` and `device`, else a copy: `torch.as_tensor`."
+    shared = _shared(data)
+    return tensor(data, dtype=dtype, device=device) if shared is None else shared.to(dtype=dtype, device=device)
+
+def asarray(obj, dtype=None, device=None, copy=None, requires_grad=False) -> Tensor:
+    "`obj` as a tensor: sharing its memory where it can (`copy=None`), always a copy (`copy=True`), or never one (`copy=False`, an error if it must): `torch.asarray`."
+    shared = _shared(obj)
+    out = tensor(obj, dtype=dtype, device=device) if shared is None else shared.to(dtype=dtype, device=device)
+    same_memory = shared is not None and out is shared                  # to() returns the tensor itself when nothing changes
+    if copy is False and not same_memory:
+        raise ValueError(f"asarray: copy=False, but a {type(obj).__name__} cannot become a tensor of dtype {out.dtype} on {out.device} without a copy")
+    if copy and same_memory: out = out.clone()
+    return out.requires_grad_() if requires_grad else out
 
 # %% ../nbs/04_ops.ipynb #6741b302
 class _LegacyTensorType(type):

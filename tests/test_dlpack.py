@@ -36,3 +36,17 @@ def test_what_cannot_be_shared_is_an_error_that_says_why():
     with pytest.raises(BufferError, match="reads only CPU memory through DLPack"): minidl.from_dlpack(OnGPU())
     with pytest.raises(TypeError, match="expects an object with __dlpack__"): minidl.from_dlpack([1.0, 2.0])
     with pytest.raises(BufferError, match="read-only view"): np.from_dlpack(minidl.ones(3).expand(2, 3))
+
+
+def test_as_tensor_and_asarray_share_memory_as_pytorchs_do():
+    t = torch.arange(4.0)
+    m = minidl.as_tensor(t)                                             # a PyTorch CPU tensor: through DLPack, no copy
+    t[0] = 9.0
+    assert m[0].item() == 9.0 and m.dtype == minidl.float32
+    assert minidl.asarray(t, copy=True).numpy()[0] == 9.0 and not np.shares_memory(minidl.asarray(t, copy=True).numpy(), t.numpy())
+    a = np.ones(3, dtype=np.float32)
+    for lib in (torch, minidl):                                         # the same answers to the same calls
+        assert lib.as_tensor(a).dtype == lib.float32 and lib.as_tensor([1, 2]).dtype == lib.int64
+        assert lib.as_tensor(a, dtype=lib.float64).dtype == lib.float64
+    with pytest.raises(ValueError, match="copy=False"): minidl.asarray([1.0, 2.0], copy=False)
+    with pytest.raises(ValueError): torch.asarray([1.0, 2.0], copy=False)
