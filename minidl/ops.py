@@ -280,12 +280,9 @@ def expand(x, *shape):
     shape = _shape_arg(shape)
     lead = len(shape) - x.ndim
     if lead < 0: raise ValueError(f"expand: the number of sizes ({len(shape)}) must be >= the tensor's dims ({x.ndim})")
-    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
-    try: broadcast_shapes(x.shape, shape, op="expand")
-    except ValueError: raise ValueError(f"expand: can't expand shape {tuple(x.shape)} to {shape} "
-                                        "(only size-1 dimensions can grow)") from None
-    if broadcast_shapes(x.shape, shape) != shape:
-        raise ValueError(f"expand: can't expand shape {tuple(x.shape)} to {shape} (only size-1 dimensions can grow)")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+    if any(s < 0 for s in shape[:lead]) or any(n != s and n != 1 for n, s in zip(x.shape, shape[lead:])):
+        raise ValueError(f"expand: can't expand shape {tuple(x.shape)} to {shape} (only size-1 dimensions can grow, new ones need a size)")
     return x if shape == x.shape else Expand.apply(x, shape)
 
 @numpy_aliases
@@ -335,7 +332,9 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         kept = tuple(1 if d in ctx.axes else n for d, n in enumerate(ctx.shape))
-        return g.reshape(kept).expand(ctx.shape)
+        if is_grad_enabled(): return g.reshape(kept).expand(ctx.shape)        # recorded, for a second derivative
+        B = g.backend
+        return Tensor(B.broadcast_to(B.reshape(g._a, kept), ctx.shape))      # the same view, without two recorded ops
 
 @numpy_aliases
 def sum(x, dim=None, keepdim=False, dtype=None):
