@@ -308,7 +308,7 @@ class LSTMLayerFn(Function):
     "A whole LSTM layer (one direction) as one op: (xw (T, N, 4H): the input projection with both biases, h0, c0 (N, H) or None for zeros, W_hh) → every step's (h, c), shape (T, 2, N, H)."
     @staticmethod
     def forward(ctx, xw, h0, c0, W_hh, reverse=False):
-        B, (T, n, H4), H = xw.backend, xw.shape, W_hh.shape[1]
+        B, (T, n, _), H = xw.backend, xw.shape, W_hh.shape[1]
         h0, c0 = (Tensor(B.full((n, H), 0, xw.dtype)) if s is None else s for s in (h0, c0))     # no state given: zeros of this batch's size
         hcs, x, W_t, hidden = B.empty((T, 2, n, H), xw.dtype), xw._a, B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H)
         h, c, gates = h0._a, flat(B, c0._a), [None] * T
