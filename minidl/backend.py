@@ -28,6 +28,7 @@ class Backend:
     unless the contract says *view* (shares memory) or *in place*."""
     name = None            # the device type: 'cpu' or 'cuda'
     array_type = None      # the storage class this backend owns
+    cache_bytes = None     # work that fits in this many bytes stays in cache: lesson 12 unfolds a batch in pieces this big (None: whole)
 
     # ---- memory
     def empty(self, shape, dtype): "Uninitialised row-major memory."
@@ -281,6 +282,7 @@ _CPU_MAP = {op: _KERNELS.get(op, ufunc) for op, (_, ufunc) in OPS.items()}   # w
 class CPUBackend(Backend):
     "The primitives on NumPy arrays: NumPy for layouts and simple arithmetic, lesson 02's numba kernels for the rest."
     name, array_type = "cpu", np.ndarray
+    cache_bytes = 4 << 20      # about a core's L2 cache and its share of L3; lesson 12 measures it
 
     def empty(self, shape, dtype): return np.empty(shape, dtype)
     def full(self, shape, value, dtype): return np.full(shape, value, dtype)

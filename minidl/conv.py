@@ -4,17 +4,18 @@
 
 # %% auto #0
 __all__ = ['DIRECT_MAX_TAPS', 'MaxPool1d', 'MaxPool2d', 'AvgPool1d', 'AvgPool2d', 'AdaptiveAvgPool1d', 'AdaptiveAvgPool2d',
-           'Geometry', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad', 'direct_weight_grad', 'Conv2dFn',
-           'ConvTranspose2dFn', 'conv2d', 'conv1d', 'conv_transpose2d', 'unfold', 'fold', 'pad', 'max_pool_arrays',
-           'max_pool_grad', 'window_mean', 'window_mean_grad', 'max_pool2d', 'max_pool1d', 'avg_pool2d', 'avg_pool1d',
-           'adaptive_avg_pool2d', 'adaptive_avg_pool1d', 'interpolate', 'Upsample', 'BatchNorm2d', 'group_norm',
-           'GroupNorm', 'Conv1d', 'Conv2d', 'ConvTranspose2d']
+           'Geometry', 'im2col', 'col2im', 'direct_conv', 'direct_input_grad', 'direct_weight_grad', 'gemm_conv',
+           'gemm_input_grad', 'gemm_weight_grad', 'Conv2dFn', 'ConvTranspose2dFn', 'conv2d', 'conv1d',
+           'conv_transpose2d', 'unfold', 'fold', 'pad', 'max_pool_arrays', 'max_pool_grad', 'window_mean',
+           'window_mean_grad', 'max_pool2d', 'max_pool1d', 'avg_pool2d', 'avg_pool1d', 'adaptive_avg_pool2d',
+           'adaptive_avg_pool1d', 'interpolate', 'Upsample', 'BatchNorm2d', 'group_norm', 'GroupNorm', 'Conv1d',
+           'Conv2d', 'ConvTranspose2d']
 
 # %% ../nbs/12_conv.ipynb #c737b7f2
 import math
 from typing import NamedTuple
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 from .autograd import Function
 from .backend import cpu_backend, implement
 from .kernels import serial_and_parallel
@@ -46,17 +47,12 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
                 lo, hi = _inside(off, sw, W, OW)
                 for p in range(OH):
                     ih = p * sh - ph + i * dh
-                    dst = cols[n, r, p]
-                    if ih < 0 or ih >= H:
-                        dst[:] = 0
-                    else:
-                        dst[:lo] = 0
-                        dst[hi:] = 0
-                        src, d2 = x[n, c, ih, lo * sw + off:], dst[lo:hi]
-                        if sw == 1:
-                            for t in range(hi - lo): d2[t] = src[t]
-                        else:
-                            for t in range(hi - lo): d2[t] = src[t * sw]
+                    if ih < 0 or ih >= H: lo_p, hi_p = OW, OW         # the whole row falls in the padding
+                    else: lo_p, hi_p = lo, hi
+                    for q in range(lo_p): cols[n, r, p, uint64(q)] = 0
+                    for q in range(hi_p, OW): cols[n, r, p, uint64(q)] = 0
+                    start = lo * sw + off                              # the input column of output position lo
+                    for t in range(hi_p - lo_p): cols[n, r, p, uint64(lo + t)] = x[n, c, ih, uint64(start + t * sw)]
 
 @serial_and_parallel
 def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, x):
@@ -70,14 +66,11 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, x):
                 r = (c * kh + i) * kw + j
                 off = j * dw - pw
                 lo, hi = _inside(off, sw, W, OW)
+                start = lo * sw + off
                 for p in range(OH):
                     ih = p * sh - ph + i * dh
                     if ih >= 0 and ih < H:
-                        src, dst = cols[n, r, p, lo:hi], x[n, c, ih, lo * sw + off:]
-                        if sw == 1:
-                            for t in range(hi - lo): dst[t] += src[t]
-                        else:
-                            for t in range(hi - lo): dst[t * sw] += src[t]
+                        for t in range(hi - lo): x[n, c, ih, uint64(start + t * sw)] += cols[n, r, p, uint64(lo + t)]
 
 # %% ../nbs/12_conv.ipynb #407b780e
 class Geometry(NamedTuple):
@@ -120,24 +113,24 @@ def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
 implement(cpu_backend, im2col=im2col, col2im=col2im)      # the CPU backend's primitives of these names (lesson 02b)
 
 def _gemm_forward(B, x, w, groups, g: Geometry):
-    "out = W @ im2col(x), per group and image, on backend `B`; also returns the columns (kept for backward)."
+    "out = W @ im2col(x), per group and image, on backend `B`."
     N = x.shape[0]; O = w.shape[0]
     cols = B.im2col(x, g)
     out = B.matmul(B.reshape(w, (groups, O // groups, -1)), B.reshape(cols, (N, groups, -1, g.out[0] * g.out[1])))
-    return B.reshape(out, (N, O, *g.out)), cols
+    return B.reshape(out, (N, O, *g.out))
 
-def _gemm_input_grad(B, gy, w, groups, g: Geometry, x_shape):
-    "dL/dx = col2im(Wᵀ @ dL/dy): the columns' gradient, folded back onto the pixels."
+def _gemm_input_grad(B, gy, w, groups, g: Geometry, image_shape):
+    "dL/dx = col2im(Wᵀ @ dL/dy): the columns' gradient, folded back onto the pixels of (C, H, W) images."
     N, O = gy.shape[:2]
     wt = B.permute(B.reshape(w, (groups, O // groups, -1)), (0, 2, 1))
     dcols = B.matmul(wt, B.reshape(gy, (N, groups, O // groups, -1)))
-    return B.col2im(B.reshape(dcols, (N, -1, *g.out)), g, x_shape)
+    return B.col2im(B.reshape(dcols, (N, -1, *g.out)), g, (N, *image_shape))
 
-def _gemm_weight_grad(B, gy, cols, groups, w_shape):
-    "dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group."
+def _gemm_weight_grad(B, gy, x, groups, g: Geometry, w_shape):
+    "dL/dW = Σₙ dL/dyₙ @ im2col(x)ₙᵀ, per group."
     N, O = gy.shape[:2]
     gyg = B.reshape(gy, (N, groups, O // groups, -1))
-    colg = B.reshape(cols, (N, groups, -1, gyg.shape[-1]))
+    colg = B.reshape(B.im2col(x, g), (N, groups, -1, gyg.shape[-1]))
     return B.reshape(B.sum(B.matmul(gyg, B.permute(colg, (0, 1, 3, 2))), (0,), False), w_shape)
 
 # %% ../nbs/12_conv.ipynb #4aaaa10a
@@ -210,10 +203,14 @@ def _overlap(g: Geometry, hw, padded_hw):
     h, w = max(0, min(hw[0], padded_hw[0] - t)), max(0, min(hw[1], padded_hw[1] - l))   # rows/columns no window reads are cut off
     return (..., slice(t, t + h), slice(l, l + w)), (..., slice(0, h), slice(0, w))
 
+def _padded_shape(shape: tuple, g: Geometry) -> tuple:
+    "The shape of a (N, C, H, W) input zero-padded to exactly the extent the windows reach."
+    (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
+    return tuple(shape[:2]) + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1)
+
 def _padded(B, x, g: Geometry):
     "x zero-padded to exactly the extent the windows reach, on backend `B`."
-    (kh, kw), (sh, sw), (dh, dw), (OH, OW) = g.kernel, g.stride, g.dilation, g.out
-    xp = B.full(x.shape[:2] + ((OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1), 0, x.dtype)
+    xp = B.full(_padded_shape(x.shape, g), 0, x.dtype)
     in_copy, in_x = _overlap(g, x.shape[2:], xp.shape[2:])
     B.setitem(xp, in_copy, B.getitem(x, in_x))
     return xp
@@ -245,22 +242,53 @@ def _use_direct(w) -> bool:
     "The direct kernel when each output reads few inputs (depthwise), im2col + GEMM otherwise (measured above)."
     return w.shape[1] * w.shape[2] * w.shape[3] <= DIRECT_MAX_TAPS
 
+# %% ../nbs/12_conv.ipynb #cf915f9e
+def _pieces(B, n: int, per_image: int) -> list:
+    "Slices of a batch of `n` images whose columns (`per_image` bytes each) fit in `B.cache_bytes`: the whole batch if it sets none."
+    step = n if B.cache_bytes is None else max(1, B.cache_bytes // max(per_image, 1))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+def _column_bytes(image_shape: tuple, g: Geometry, dtype) -> int:
+    "Bytes of im2col's columns for one (C, H, W) image."
+    return image_shape[0] * g.kernel[0] * g.kernel[1] * g.out[0] * g.out[1] * np.dtype(dtype).itemsize
+
+def _joined(B, parts: list):
+    return parts[0] if len(parts) == 1 else B.concatenate(parts, 0)
+
+def gemm_conv(B, x, w, groups: int, g: Geometry):
+    "The convolution of (N, C, H, W) `x` by `w` on backend `B`: im2col + GEMM, a cache-sized piece of the batch at a time."
+    pieces = _pieces(B, x.shape[0], _column_bytes(x.shape[1:], g, x.dtype))
+    return _joined(B, [_gemm_forward(B, B.getitem(x, s), w, groups, g) for s in pieces])
+
+def gemm_input_grad(B, gy, w, groups: int, g: Geometry, image_shape: tuple):
+    "The gradient of `gemm_conv` with respect to its (C, H, W) images, a piece at a time."
+    pieces = _pieces(B, gy.shape[0], _column_bytes(image_shape, g, gy.dtype))
+    return _joined(B, [_gemm_input_grad(B, B.getitem(gy, s), w, groups, g, image_shape) for s in pieces])
+
+def gemm_weight_grad(B, gy, x, groups: int, g: Geometry, w_shape: tuple):
+    "The gradient of `gemm_conv` with respect to its weight: `x` unfolded again, a piece at a time, instead of kept columns."
+    dw = None
+    for s in _pieces(B, x.shape[0], _column_bytes(x.shape[1:], g, x.dtype)):
+        part = _gemm_weight_grad(B, B.getitem(gy, s), B.getitem(x, s), groups, g, w_shape)
+        dw = part if dw is None else B.map("add", dw, part)
+    return dw
+
 # %% ../nbs/12_conv.ipynb #347c244e
-def _conv_output_grads(ctx, B, gy, w, kept, x_shape):
-    "Input and weight gradients of a convolution on backend `B`, by the path its forward took (`kept`: its padded input or its columns)."
+def _conv_output_grads(ctx, B, gy, w, x):
+    "Input and weight gradients of a convolution of `x` on backend `B`, by the path its forward took."
     g, groups = ctx.geom, ctx.groups
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
     if ctx.direct:
         if need_x:
-            dxp = B.direct_input_grad(gy, w, groups, g, kept.shape)
-            dx = B.full(x_shape, 0, gy.dtype)
-            in_copy, in_x = _overlap(g, x_shape[2:], dxp.shape[2:])
+            dxp = B.direct_input_grad(gy, w, groups, g, _padded_shape(x.shape, g))
+            dx = B.full(x.shape, 0, gy.dtype)
+            in_copy, in_x = _overlap(g, x.shape[2:], dxp.shape[2:])
             B.setitem(dx, in_x, B.getitem(dxp, in_copy))
-        if need_w: dw = B.direct_weight_grad(kept, gy, groups, g, w.shape)
+        if need_w: dw = B.direct_weight_grad(_padded(B, x, g), gy, groups, g, w.shape)
     else:
-        if need_x: dx = _gemm_input_grad(B, gy, w, groups, g, x_shape)
-        if need_w: dw = _gemm_weight_grad(B, gy, kept, groups, w.shape)
+        if need_x: dx = gemm_input_grad(B, gy, w, groups, g, x.shape[1:])
+        if need_w: dw = gemm_weight_grad(B, gy, x, groups, g, w.shape)
     return dx, dw
 
 def _plus_bias(B, out, b):
@@ -272,20 +300,14 @@ class Conv2dFn(Function):
     @staticmethod
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
         B = x.backend
-        ctx.geom, ctx.groups, ctx.x_shape, ctx.direct = geom, groups, x.shape, _use_direct(w)
-        if ctx.direct:
-            kept = _padded(B, x._a, geom)
-            out = B.direct_conv(kept, w._a, groups, geom)
-        else:
-            out, kept = _gemm_forward(B, x._a, w._a, groups, geom)
-        # the weight with its version (an in-place update before backward is an error), and the padded input
-        # or the columns the backward reuses: saved, so that they are freed with the graph
-        ctx.save_for_backward(w, Tensor(kept))
+        ctx.geom, ctx.groups, ctx.direct = geom, groups, _use_direct(w)
+        out = B.direct_conv(_padded(B, x._a, geom), w._a, groups, geom) if ctx.direct else gemm_conv(B, x._a, w._a, groups, geom)
+        ctx.save_for_backward(x, w)        # with their versions: changing either in place before backward is an error
         return Tensor(_plus_bias(B, out, b))
     @staticmethod
     def backward(ctx, gy):
-        (w, kept), B = ctx.saved_tensors, gy.backend
-        dx, dw = _conv_output_grads(ctx, B, gy._a, w._a, kept._a, ctx.x_shape)
+        (x, w), B = ctx.saved_tensors, gy.backend
+        dx, dw = _conv_output_grads(ctx, B, gy._a, w._a, x._a)
         db = Tensor(B.sum(gy._a, (0, 2, 3), False)) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 
@@ -296,16 +318,14 @@ class ConvTranspose2dFn(Function):
         B = x.backend
         ctx.save_for_backward(x, w)
         ctx.geom, ctx.groups = geom, groups
-        out = _gemm_input_grad(B, x._a, w._a, groups, geom, (x.shape[0], w.shape[1] * groups, *out_hw))
+        out = gemm_input_grad(B, x._a, w._a, groups, geom, (w.shape[1] * groups, *out_hw))
         return Tensor(_plus_bias(B, out, b))
     @staticmethod
     def backward(ctx, gy):
         (x, w), B = ctx.saved_tensors, gy.backend
         dx = dw = db = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            y, cols = _gemm_forward(B, gy._a, w._a, ctx.groups, ctx.geom)       # the forward conv of the output gradient
-            if ctx.needs_input_grad[0]: dx = Tensor(y)
-            if ctx.needs_input_grad[1]: dw = Tensor(_gemm_weight_grad(B, x._a, cols, ctx.groups, w.shape))
+        if ctx.needs_input_grad[0]: dx = Tensor(gemm_conv(B, gy._a, w._a, ctx.groups, ctx.geom))    # the forward conv of the output gradient
+        if ctx.needs_input_grad[1]: dw = Tensor(gemm_weight_grad(B, x._a, gy._a, ctx.groups, ctx.geom, w.shape))
         if ctx.needs_input_grad[2]: db = Tensor(B.sum(gy._a, (0, 2, 3), False))
         return dx, dw, db
 
