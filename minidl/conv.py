@@ -113,11 +113,11 @@ def col2im(cols: np.ndarray, g: Geometry, shape: tuple) -> np.ndarray:
 implement(cpu_backend, im2col=im2col, col2im=col2im)      # the CPU backend's primitives of these names (lesson 02b)
 
 def _gemm_forward(B, x, w, groups, g: Geometry):
-    "out = W @ im2col(x), per group and image, on backend `B`."
+    "out = W @ im2col(x), per group and image, on backend `B`; also returns the columns."
     N = x.shape[0]; O = w.shape[0]
     cols = B.im2col(x, g)
     out = B.matmul(B.reshape(w, (groups, O // groups, -1)), B.reshape(cols, (N, groups, -1, g.out[0] * g.out[1])))
-    return B.reshape(out, (N, O, *g.out))
+    return B.reshape(out, (N, O, *g.out)), cols
 
 def _gemm_input_grad(B, gy, w, groups, g: Geometry, image_shape):
     "dL/dx = col2im(Wᵀ @ dL/dy): the columns' gradient, folded back onto the pixels of (C, H, W) images."
@@ -126,11 +126,11 @@ def _gemm_input_grad(B, gy, w, groups, g: Geometry, image_shape):
     dcols = B.matmul(wt, B.reshape(gy, (N, groups, O // groups, -1)))
     return B.col2im(B.reshape(dcols, (N, -1, *g.out)), g, (N, *image_shape))
 
-def _gemm_weight_grad(B, gy, x, groups, g: Geometry, w_shape):
-    "dL/dW = Σₙ dL/dyₙ @ im2col(x)ₙᵀ, per group."
+def _gemm_weight_grad(B, gy, cols, groups, w_shape):
+    "dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group."
     N, O = gy.shape[:2]
     gyg = B.reshape(gy, (N, groups, O // groups, -1))
-    colg = B.reshape(B.im2col(x, g), (N, groups, -1, gyg.shape[-1]))
+    colg = B.reshape(cols, (N, groups, -1, gyg.shape[-1]))
     return B.reshape(B.sum(B.matmul(gyg, B.permute(colg, (0, 1, 3, 2))), (0,), False), w_shape)
 
 # %% ../nbs/12_conv.ipynb #4aaaa10a
@@ -256,26 +256,29 @@ def _joined(B, parts: list):
     return parts[0] if len(parts) == 1 else B.concatenate(parts, 0)
 
 def gemm_conv(B, x, w, groups: int, g: Geometry):
-    "The convolution of (N, C, H, W) `x` by `w` on backend `B`: im2col + GEMM, a cache-sized piece of the batch at a time."
+    """The convolution of (N, C, H, W) `x` by `w` on backend `B`: im2col + GEMM, a cache-sized piece of the batch at a time.
+    Returns the output and, when the batch was one piece, its columns (small enough to keep for the backward; else None)."""
     pieces = _pieces(B, x.shape[0], _column_bytes(x.shape[1:], g, x.dtype))
-    return _joined(B, [_gemm_forward(B, B.getitem(x, s), w, groups, g) for s in pieces])
+    if len(pieces) == 1: return _gemm_forward(B, x, w, groups, g)
+    return _joined(B, [_gemm_forward(B, B.getitem(x, s), w, groups, g)[0] for s in pieces]), None     # each piece's columns dropped at once
 
 def gemm_input_grad(B, gy, w, groups: int, g: Geometry, image_shape: tuple):
     "The gradient of `gemm_conv` with respect to its (C, H, W) images, a piece at a time."
     pieces = _pieces(B, gy.shape[0], _column_bytes(image_shape, g, gy.dtype))
     return _joined(B, [_gemm_input_grad(B, B.getitem(gy, s), w, groups, g, image_shape) for s in pieces])
 
-def gemm_weight_grad(B, gy, x, groups: int, g: Geometry, w_shape: tuple):
-    "The gradient of `gemm_conv` with respect to its weight: `x` unfolded again, a piece at a time, instead of kept columns."
+def gemm_weight_grad(B, gy, x, groups: int, g: Geometry, w_shape: tuple, cols=None):
+    "The gradient of `gemm_conv` with respect to its weight, from the kept `cols` or by unfolding `x` again, a piece at a time."
+    if cols is not None: return _gemm_weight_grad(B, gy, cols, groups, w_shape)
     dw = None
     for s in _pieces(B, x.shape[0], _column_bytes(x.shape[1:], g, x.dtype)):
-        part = _gemm_weight_grad(B, B.getitem(gy, s), B.getitem(x, s), groups, g, w_shape)
+        part = _gemm_weight_grad(B, B.getitem(gy, s), B.im2col(B.getitem(x, s), g), groups, w_shape)
         dw = part if dw is None else B.map("add", dw, part)
     return dw
 
 # %% ../nbs/12_conv.ipynb #347c244e
-def _conv_output_grads(ctx, B, gy, w, x):
-    "Input and weight gradients of a convolution of `x` on backend `B`, by the path its forward took."
+def _conv_output_grads(ctx, B, gy, w, x, cols):
+    "Input and weight gradients of a convolution of `x` on backend `B`, by the path its forward took (`cols`: its columns, if kept)."
     g, groups = ctx.geom, ctx.groups
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
@@ -288,7 +291,7 @@ def _conv_output_grads(ctx, B, gy, w, x):
         if need_w: dw = B.direct_weight_grad(_padded(B, x, g), gy, groups, g, w.shape)
     else:
         if need_x: dx = gemm_input_grad(B, gy, w, groups, g, x.shape[1:])
-        if need_w: dw = gemm_weight_grad(B, gy, x, groups, g, w.shape)
+        if need_w: dw = gemm_weight_grad(B, gy, x, groups, g, w.shape, cols)
     return dx, dw
 
 def _plus_bias(B, out, b):
@@ -301,13 +304,15 @@ class Conv2dFn(Function):
     def forward(ctx, x, w, b, geom: Geometry, groups: int):
         B = x.backend
         ctx.geom, ctx.groups, ctx.direct = geom, groups, _use_direct(w)
-        out = B.direct_conv(_padded(B, x._a, geom), w._a, groups, geom) if ctx.direct else gemm_conv(B, x._a, w._a, groups, geom)
-        ctx.save_for_backward(x, w)        # with their versions: changing either in place before backward is an error
+        if ctx.direct: out, cols = B.direct_conv(_padded(B, x._a, geom), w._a, groups, geom), None
+        else: out, cols = gemm_conv(B, x._a, w._a, groups, geom)
+        # x and w with their versions (changing either in place before backward is an error), and the columns if kept
+        ctx.save_for_backward(x, w, None if cols is None else Tensor(cols))
         return Tensor(_plus_bias(B, out, b))
     @staticmethod
     def backward(ctx, gy):
-        (x, w), B = ctx.saved_tensors, gy.backend
-        dx, dw = _conv_output_grads(ctx, B, gy._a, w._a, x._a)
+        (x, w, cols), B = ctx.saved_tensors, gy.backend
+        dx, dw = _conv_output_grads(ctx, B, gy._a, w._a, x._a, None if cols is None else cols._a)
         db = Tensor(B.sum(gy._a, (0, 2, 3), False)) if ctx.needs_input_grad[2] else None
         return (None if dx is None else Tensor(dx)), (None if dw is None else Tensor(dw)), db
 
@@ -324,8 +329,10 @@ class ConvTranspose2dFn(Function):
     def backward(ctx, gy):
         (x, w), B = ctx.saved_tensors, gy.backend
         dx = dw = db = None
-        if ctx.needs_input_grad[0]: dx = Tensor(gemm_conv(B, gy._a, w._a, ctx.groups, ctx.geom))    # the forward conv of the output gradient
-        if ctx.needs_input_grad[1]: dw = Tensor(gemm_weight_grad(B, x._a, gy._a, ctx.groups, ctx.geom, w.shape))
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            y, cols = gemm_conv(B, gy._a, w._a, ctx.groups, ctx.geom)       # the forward conv of the output gradient
+            if ctx.needs_input_grad[0]: dx = Tensor(y)
+            if ctx.needs_input_grad[1]: dw = Tensor(gemm_weight_grad(B, x._a, gy._a, ctx.groups, ctx.geom, w.shape, cols))
         if ctx.needs_input_grad[2]: db = Tensor(B.sum(gy._a, (0, 2, 3), False))
         return dx, dw, db
 

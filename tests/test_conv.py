@@ -186,6 +186,21 @@ def test_large_float32_conv_matches_reference_on_both_variants(kernel_variant, c
     np.testing.assert_allclose(bt.grad.numpy(), np.full(8, y.shape[0] * y.shape[2] * y.shape[3]), rtol=1e-6)
 
 
+@pytest.mark.parametrize("cache_bytes", [None, 1])    # the whole batch as one piece (columns kept); one image a piece (unfolded again)
+def test_conv_a_piece_of_the_batch_at_a_time(cache_bytes, monkeypatch):
+    "conv2d and conv_transpose2d, forward and gradients, agree with the references however the batch is cut into pieces."
+    monkeypatch.setattr(md.backend.cpu_backend, "cache_bytes", cache_bytes)
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    out = F.conv2d(t64(x, False), t64(w, False), t64(b, False), (2, 1), 1, 1, 2).numpy()
+    np.testing.assert_allclose(out, conv2d_ref(x, w, b, (2, 1), ((1, 1), (1, 1)), (1, 1), 2), rtol=1e-10, atol=1e-10)
+    assert gradcheck(lambda a, c: F.conv2d(a, c, None, (2, 1), 1, 1, 2), (t64(x), t64(w)))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    out = F.conv_transpose2d(t64(x, False), t64(wt, False), None, 2, 1, 1).numpy()
+    np.testing.assert_allclose(out, conv_transpose2d_ref(x, wt, None, (2, 2), (1, 1), (1, 1), 1, (1, 1)), rtol=1e-10, atol=1e-10)
+    assert gradcheck(lambda a, c: F.conv_transpose2d(a, c, None, 2, 1, 1), (t64(x), t64(wt)))
+
+
 @st.composite
 def pool_case(draw):
     k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -319,7 +334,7 @@ def test_weight_changed_in_place_before_backward_is_an_error(op):
         y.sum().backward()
 
 
-@pytest.mark.parametrize("groups", [1, 4])          # im2col + GEMM keeps columns; the depthwise direct kernel keeps the padded input
+@pytest.mark.parametrize("groups", [1, 4])          # both paths keep the input (im2col + GEMM also a one-piece batch's columns)
 def test_conv_buffers_kept_for_backward_are_freed_with_the_graph(groups):
     x = md.randn(2, 4, 9, 9, requires_grad=True)
     w = md.randn(4, 4 // groups, 3, 3, requires_grad=True)
