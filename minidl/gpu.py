@@ -534,13 +534,20 @@ def scatter_add(size: int, index, src):
 
 # %% ../nbs/15_gpu.ipynb #5d75f4b0
 # Activations whose scalar body uses only arithmetic and `math` are lesson 02's own functions, compiled a second
-# time, for the GPU. sigmoid and silu have GPU bodies: lesson 02's use `exp32`, a CPU-only trick (a polynomial and
-# a bit-cast that LLVM spreads over AVX lanes), where a GPU has a fast `exp` in hardware. relu is lesson 14's.
+# time, for the GPU. sigmoid, silu, erf and GELU have GPU bodies: lesson 02's use `exp32` and `erfc32`, CPU-only
+# tricks (polynomials and a bit-cast that LLVM spreads over AVX lanes), where a GPU has fast `exp` and `erfc` in
+# hardware and its math library. relu is lesson 14's.
 @device_function
 def _silu(x): return x * sigmoid(x)
+@device_function
+def _erf(x): return math.erf(x)
+@device_function
+def _gelu(x): return 0.5 * x * math.erfc(-x * 0.7071067811865476)
+@device_function
+def _gelu_grad(g, x): return g * (0.5 * math.erfc(-x * 0.7071067811865476) + x * math.exp(-0.5 * x * x) * 0.3989422804014327)
 
-ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("relu_grad", "leaky_relu", "elu", "erf", "gelu", "softplus", "rsqrt")}
-ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, clip=_clip)
+ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("relu_grad", "leaky_relu", "elu", "softplus", "rsqrt")}
+ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, erf=_erf, gelu=_gelu, gelu_grad=_gelu_grad, clip=_clip)
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 
 # %% ../nbs/15_gpu.ipynb #7088a314

@@ -9,7 +9,7 @@ __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTenso
            'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'as_tensor', 'asarray', 'type_', 'numpy_aliases', 'Reshape',
            'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
            'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul',
-           'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'gelu', 'sign',
+           'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'Gelu', 'gelu', 'sign',
            'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean',
            'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
            'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
@@ -539,10 +539,22 @@ class Relu(Function):
 def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; return Relu.apply(_float(x))
 
 erf = unary_function("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
-_gelu_exact = unary_function("Gelu", "gelu", lambda x, o: 0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)))
+class Gelu(Function):
+    "x Φ(x), Φ the standard normal CDF. Backward, g (Φ(x) + x φ(x)), is one fused pass (`gelu_grad`) unless it is itself recorded."
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return Tensor(x.backend.map("gelu", x._a))
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        if is_grad_enabled():                                              # building a second derivative: tensor ops
+            return g * (0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)))
+        return Tensor(_backend(g, x).map("gelu_grad", g._a, x._a))
+
 def gelu(x, approximate: str = "none"):
     "Gaussian error linear unit, x Φ(x): exact (PyTorch's default), or `approximate='tanh'`, the form GPT-2 was trained with."
-    if approximate == "none": return _gelu_exact(x)
+    if approximate == "none": return Gelu.apply(_float(x))
     if approximate != "tanh": raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     x = _float(x)
     return 0.5 * x * (1 + (_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())

@@ -119,6 +119,26 @@ def test_second_derivatives_of_a_small_network():
     assert h.item() == pytest.approx(12.0)
 
 
+def test_gelu_in_float32_over_its_whole_range_and_its_second_derivative():
+    "The float32 kernels (erfc32, two-pass gelu_grad) agree with float64 erfc, relatively, out to the far negative tail."
+    x = np.linspace(-12, 12, 24001).astype(np.float32)
+    xt = md.tensor(x, requires_grad=True)
+    y = md.gelu(xt)
+    y.backward(md.ones_like(y))
+    x64 = x.astype(np.float64)
+    # float64 functions of the float32-rounded arguments -x/√2 and -x²/2 (as PyTorch's float32 kernels get them too:
+    # near x = -12 that rounding alone moves erfc by 1e-5)
+    cdf = 0.5 * np.vectorize(math.erfc)((-x * np.float32(1 / math.sqrt(2))).astype(np.float64))
+    pdf = np.exp((np.float32(-0.5) * x * x).astype(np.float64)) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(y.detach().numpy(), x64 * cdf, rtol=5e-6, atol=0)
+    np.testing.assert_allclose(xt.grad.numpy(), cdf + x64 * pdf, rtol=5e-6, atol=1e-7)   # it crosses zero near x = -0.75
+    z = md.tensor(np.linspace(-4, 4, 17), dtype="float64", requires_grad=True)
+    (g,) = md.autograd.grad(md.gelu(z).sum(), z, create_graph=True)           # recorded: the tensor-op backward
+    (h,) = md.autograd.grad(g.sum(), z)
+    z64 = z.detach().numpy()
+    np.testing.assert_allclose(h.numpy(), np.exp(-z64 ** 2 / 2) / math.sqrt(2 * math.pi) * (2 - z64 ** 2), rtol=1e-12, atol=1e-15)
+
+
 def test_deep_chain_backprops_without_recursion():
     x = md.tensor([1.0], requires_grad=True)
     y = x
