@@ -228,31 +228,48 @@ def lstm_cell_grad_element(i, dc, dgates, g, gates, c, hidden):
     dc[i] = gc * fg
 
 # %% ../nbs/18_rnn.ipynb #3ef0e118
-def _lstm_cell_arrays(c, gates, hc, hidden):
-    "`lstm_cell_element` for every element at once, on NumPy arrays (the CPU's side of the rule)."
-    H = int(hidden)
-    a, h_c = gates.reshape(-1, 4, H), hc.reshape(2, -1, H)
-    i, f, g, o = K.sigmoid(a[:, 0]), K.sigmoid(a[:, 1]), np.tanh(a[:, 2]), K.sigmoid(a[:, 3])
-    np.add(f * c.reshape(-1, H), i * g, out=h_c[1])
-    np.multiply(o, np.tanh(h_c[1]), out=h_c[0])
-
 def cell_backward(i, f, g, o, c, gh, gc, tanh):
-    "The cell's backward from its activated gates, the previous c and the gradients reaching h' and c': (the four gate pre-activations' gradients, c's). On arrays and on tensors alike."
+    "The cell's backward from its activated gates, the previous c and the gradients reaching h' and c': (the four gate pre-activations' gradients, c's). On numbers and on tensors alike."
     tc = tanh(f * c + i * g)
     gc = gc + gh * o * (1 - tc * tc)
     return (gc * g * i * (1 - i), gc * c * f * (1 - f), gc * i * (1 - g * g), gh * tc * o * (1 - o)), gc * f
 
-def _lstm_cell_grad_arrays(dc, dgates, g, gates, c, hidden):
-    "`lstm_cell_grad_element` for every element at once, on NumPy arrays."
-    H = int(hidden)
-    a, g2 = gates.reshape(-1, 4, H), g.reshape(2, -1, H)
-    grads, dc_prev = cell_backward(K.sigmoid(a[:, 0]), K.sigmoid(a[:, 1]), np.tanh(a[:, 2]), K.sigmoid(a[:, 3]), c.reshape(-1, H), g2[0], g2[1], np.tanh)
-    d = dgates.reshape(-1, 4, H)
-    for k in range(4): d[:, k] = grads[k]
-    np.copyto(dc.reshape(-1, H), dc_prev)
+_vsigmoid = njit(inline="always")(K.sigmoid.fn)          # lesson 02's sigmoid body: exp32 for float32, so it vectorises
+_cell_backward = njit(inline="always")(cell_backward)
 
-lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_arrays)
-lstm_cell_grad_update = UpdateRule(lstm_cell_grad_element, _lstm_cell_grad_arrays)
+@njit(inline="always")
+def _vtanh(x):
+    "tanh x = 2σ(2x) - 1, vectorisable like the sigmoid."
+    return K._like(x, 2.0) * _vsigmoid(K._like(x, 2.0) * x) - K._like(x, 1.0)
+
+@njit(cache=True, error_model="numpy")
+def _lstm_cell_rows(c, gates, hc, hidden):
+    "`lstm_cell_element` for every element, a row of the batch at a time (the CPU's side of the rule)."
+    H = int(hidden); N = c.size // H
+    for n in range(N):
+        g0 = n * 4 * H
+        ai, af, ag, ao = gates[g0:g0 + H], gates[g0 + H:g0 + 2 * H], gates[g0 + 2 * H:g0 + 3 * H], gates[g0 + 3 * H:g0 + 4 * H]
+        cr, hr, cnr = c[n * H:(n + 1) * H], hc[n * H:(n + 1) * H], hc[c.size + n * H:c.size + (n + 1) * H]
+        for j in range(H):
+            cn = _vsigmoid(af[j]) * cr[j] + _vsigmoid(ai[j]) * _vtanh(ag[j])
+            hr[j] = _vsigmoid(ao[j]) * _vtanh(cn)
+            cnr[j] = cn
+
+@njit(cache=True, error_model="numpy")
+def _lstm_cell_grad_rows(dc, dgates, g, gates, c, hidden):
+    "`lstm_cell_grad_element` for every element, a row of the batch at a time."
+    H = int(hidden); N = c.size // H
+    for n in range(N):
+        g0 = n * 4 * H
+        ai, af, ag, ao = gates[g0:g0 + H], gates[g0 + H:g0 + 2 * H], gates[g0 + 2 * H:g0 + 3 * H], gates[g0 + 3 * H:g0 + 4 * H]
+        di, df, dg, do = dgates[g0:g0 + H], dgates[g0 + H:g0 + 2 * H], dgates[g0 + 2 * H:g0 + 3 * H], dgates[g0 + 3 * H:g0 + 4 * H]
+        cr, dcr, ghr, gcr = c[n * H:(n + 1) * H], dc[n * H:(n + 1) * H], g[n * H:(n + 1) * H], g[c.size + n * H:c.size + (n + 1) * H]
+        for j in range(H):
+            (d_i, d_f, d_g, d_o), dcr[j] = _cell_backward(_vsigmoid(ai[j]), _vsigmoid(af[j]), _vtanh(ag[j]), _vsigmoid(ao[j]), cr[j], ghr[j], gcr[j], _vtanh)
+            di[j], df[j], dg[j], do[j] = d_i, d_f, d_g, d_o
+
+lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_rows)
+lstm_cell_grad_update = UpdateRule(lstm_cell_grad_element, _lstm_cell_grad_rows)
 
 # %% ../nbs/18_rnn.ipynb #ed3d1f64
 def _cell_grads_as_ops(gates, c, g):
