@@ -381,16 +381,16 @@ def multinomial(input, num_samples, replacement=False, generator=None):
     "`num_samples` category indices per row of `input` (1-d or 2-d non-negative weights), drawn in proportion to the weights."
     if input.ndim not in (1, 2) or not is_floating(input.dtype): raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.ndim}-d {input.dtype}")
     p = (input if input.ndim == 2 else input.unsqueeze(0)).to("float64")
-    total = p.sum(-1)
-    finite_and_positive = all(isfinite(p) & (p >= 0)) & all(total > 0)            # both checks, one read from the device
-    if not bool(finite_and_positive):
-        if not bool(all(isfinite(p) & (p >= 0))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
-        raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
-    n = p.shape[-1]
+    B, (rows, n) = p.backend, p.shape
+    # the checks read two numbers per row back from the device: the smallest weight (NaN wins) and the sum (inf if any is)
+    lowest, total = B.to_host(B.amin(p._a, (1,), False)), B.to_host(B.sum(p._a, (1,), False))
+    if not (np.all(lowest >= 0) and np.all(np.isfinite(total))): raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+    if not np.all(total > 0): raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
     if replacement or num_samples == 1:                  # one draw per row is the same with or without replacement
-        cdf = cumsum(p, -1)
-        v = _uniform_like(p.new_empty(p.shape[0], num_samples), generator) * cdf[:, -1:]         # uniform in [0, total)
-        out = (cdf.unsqueeze(1) <= v.unsqueeze(-1)).sum(-1)
+        # inverse CDF on the backend's arrays: the number of cumulative weights <= a uniform draw in [0, the last one)
+        cdf = B.cumulative(p._a, 1, "sum")
+        u = B.map("mul", B.from_host(generator_rng(generator).random((rows, num_samples, 1))), B.reshape(B.getitem(cdf, (slice(None), slice(n - 1, n))), (rows, 1, 1)))
+        out = Tensor(B.sum(B.map("le", B.reshape(cdf, (rows, 1, n)), u), (2,), False))
     else:
         if num_samples > n: raise RuntimeError(f"multinomial: cannot sample n_sample ({num_samples}) > prob_dist.size(-1) ({n}) samples without replacement")
         if bool(any((p > 0).sum(-1) < num_samples)): raise RuntimeError("multinomial: invalid multinomial distribution (with replacement=False, not enough non-negative category to sample)")
