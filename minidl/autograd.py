@@ -129,9 +129,10 @@ class Function:
         try: out = cls.forward(ctx, *args, **kwargs)
         finally: _GradMode.enabled = enabled
         if enabled and is_floating(out._a.dtype):
-            edges = tuple(_edge(a) for a in args)
-            if any(e is not None for e in edges):
-                ctx.next, ctx.needs_input_grad = edges, tuple(e is not None for e in edges)
+            edges = tuple([_edge(a) for a in args])                 # (list comprehensions: this runs for every recorded op)
+            needs = tuple([e is not None for e in edges])
+            if True in needs:
+                ctx.next, ctx.needs_input_grad = edges, needs
                 out._requires_grad, out.grad_fn = True, ctx          # a float output: no need for the property's check
         return out
 

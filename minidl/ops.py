@@ -368,6 +368,11 @@ class Sub(Function):
         return (unbroadcast(g, sa) if ctx.needs_input_grad[0] else None,
                 unbroadcast(-g, sb) if ctx.needs_input_grad[1] else None)
 
+def _times(g: Tensor, t: Tensor) -> Tensor:
+    "g * t inside a backward: one backend call, unless it must be recorded (for a second derivative) or the dtypes differ."
+    if g.dtype != t.dtype or is_grad_enabled(): return g * t
+    return Tensor(broadcast_map("mul", g, t))
+
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -378,8 +383,8 @@ class Mul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         sa, sb = ctx.shapes
-        return (unbroadcast(g * b, sa) if ctx.needs_input_grad[0] else None,
-                unbroadcast(g * a, sb) if ctx.needs_input_grad[1] else None)
+        return (unbroadcast(_times(g, b), sa) if ctx.needs_input_grad[0] else None,
+                unbroadcast(_times(g, a), sb) if ctx.needs_input_grad[1] else None)
 
 class Div(Function):
     @staticmethod
