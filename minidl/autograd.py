@@ -10,6 +10,7 @@ __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'inf
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
 import contextlib
+import sys
 import weakref
 import numpy as np
 from .core import default_generator, is_floating
@@ -148,7 +149,7 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
     def expect(leaf):                              # a leaf with hooks: count the gradients it will receive
         h = held.setdefault(id(leaf), [leaf, None, 0]); h[2] += 1
     def to_leaf(leaf, g):
-        if leaf._hooks is None: return _deliver(leaf, g, capture)
+        if leaf._hooks is None: return _deliver(leaf, g, capture, _unshared(g))
         h = held[id(leaf)]                         # held back and summed: its hooks see the whole gradient, once,
         if g is not None: h[1] = g if h[1] is None else h[1] + g
         h[2] -= 1
@@ -192,6 +193,7 @@ def _run_backward(roots, grads, retain_graph: bool, create_graph: bool, capture=
             if node._retained is not None and (t := node._retained()) is not None:
                 t.grad = g if t.grad is None else t.grad + g
             grads_in = node.fn.backward(node, g)
+            g = None                               # dropped: a gradient that is a view of it may then be adopted by a leaf (below)
             if not isinstance(grads_in, tuple): grads_in = (grads_in,)
             if not retain_graph: node.free()
             for e, gi in zip(node.next, grads_in):
@@ -226,13 +228,32 @@ def _run_hooks(hooks: dict, g: Tensor) -> Tensor:
             g = out
     return g
 
-def _deliver(leaf: Tensor, g: Tensor, capture):
+_ENGINE_REFS = None
+"How many references the engine itself holds to a gradient as it reaches a leaf (counted below, once the engine exists); None: always copy."
+_probe = None                                                   # a list while that count is taken
+
+def _unshared(g: Tensor) -> bool:
+    "Whether nothing but the engine holds the fresh gradient `g` and its memory, so that a leaf may adopt it without a copy (see below)."
+    a = g._a
+    if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.flags.writeable) or g.grad_fn is not None: return False
+    owner = a.base
+    if owner is not None:                 # a view: only of memory that nothing else holds (but the tensor it was made from, if only g holds that)
+        if type(owner) is not np.ndarray or owner.base is not None: return False
+        base = g._base                    # (counts below include the local names and getrefcount's argument)
+        if base is not None and (base._a is not owner or sys.getrefcount(base) != 3): return False
+        if sys.getrefcount(owner) != (3 if base is None else 4): return False
+    refs = sys.getrefcount(g)
+    if _probe is not None: _probe.append(refs)
+    return refs == _ENGINE_REFS and sys.getrefcount(a) == 3           # held by g and by the local `a` only
+
+def _deliver(leaf: Tensor, g: Tensor, capture, unshared: bool = False):
     if g._shape != leaf._shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {leaf.shape}")
-    if g.dtype != leaf.dtype: g = Tensor(g.backend.cast(g._a, leaf.dtype))
+    if g.dtype != leaf.dtype: g, unshared = Tensor(g.backend.cast(g._a, leaf.dtype)), True          # a fresh array
     if capture is not None:
         if leaf in capture: _accumulate(capture, leaf, g)
-    elif leaf._grad is None: leaf._grad = g if g.grad_fn is not None else Tensor(g.backend.copy(g._a))      # shape and dtype checked above
+    elif leaf._grad is None:                                    # shape and dtype checked above
+        leaf._grad = g if g.grad_fn is not None else Tensor(g._a if unshared else g.backend.copy(g._a))
     else: leaf._grad = leaf._grad + g if g.grad_fn is not None or leaf._grad.grad_fn is not None else Tensor(g.backend.map("add", leaf._grad._a, g._a))
 
 # %% ../nbs/03_autograd.ipynb #f0119093
@@ -277,6 +298,25 @@ def requires_grad_(self, requires_grad=True) -> Tensor:
 Tensor.backward, Tensor.retain_grad, Tensor.detach, Tensor.requires_grad_ = backward, retain_grad, detach, requires_grad_
 Tensor.data = property(detach, lambda self, v: setattr(self, "_a", v._a if isinstance(v, Tensor) else np.asarray(v)),
                        doc="The tensor's values, detached from the graph.")
+
+# %% ../nbs/03_autograd.ipynb #9339e1ac
+class _FreshCopy(Function):
+    "Its input, copied; its backward hands on a new copy of the gradient — a gradient that nothing else holds."
+    @staticmethod
+    def forward(ctx, x): return Tensor(x._a.copy())
+    @staticmethod
+    def backward(ctx, g): return Tensor(g._a.copy())
+
+def _count_engine_refs():
+    "The references the engine holds to a gradient as it reaches a leaf, counted on a tiny graph; None where they cannot be counted."
+    global _probe
+    if not getattr(sys, "_is_gil_enabled", lambda: True)(): return None      # free-threaded CPython defers its counts
+    _probe = []
+    try: _run_backward([_FreshCopy.apply(Tensor(np.zeros(2), requires_grad=True))], [Tensor(np.ones(2))], retain_graph=False, create_graph=False)
+    finally: counts, _probe = _probe, None
+    return counts[0] if len(counts) == 1 else None
+
+_ENGINE_REFS = _count_engine_refs()
 
 # %% ../nbs/03_autograd.ipynb #620d531e
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):

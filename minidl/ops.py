@@ -853,6 +853,14 @@ def one_hot(t, num_classes=-1):
 Tensor.split, Tensor.chunk = split, chunk
 
 # %% ../nbs/04_ops.ipynb #118a559d
+def _second_grad(a: Tensor, g: Tensor, b: Tensor) -> Tensor:
+    """aᵀ @ g, the gradient of a 2-D second operand `b`, laid out like `b`: for a transposed view (`weight.T` in every
+    linear layer) it is the transpose of a row-major product, so the weight's own gradient arrives row-major (lesson 03's
+    engine can then adopt it rather than copy it)."""
+    B = b.backend
+    if not B.is_contiguous(b._a) and B.element_strides(b._a) == (1, b.shape[0]): return (g.mT @ a).mT
+    return a.mT @ g
+
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -875,9 +883,9 @@ class MatMul(Function):
         a, b = ctx.saved_tensors
         if b.ndim == 2 and a.ndim > 2:          # the weight's gradient as one GEMM, rather than a batch of them summed afterwards
             return (g @ b.mT if ctx.needs_input_grad[0] else None,
-                    a.reshape(math.prod(a.shape[:-1]), a.shape[-1]).mT @ g.reshape(math.prod(g.shape[:-1]), g.shape[-1]) if ctx.needs_input_grad[1] else None)
+                    _second_grad(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), g.reshape(math.prod(g.shape[:-1]), g.shape[-1]), b) if ctx.needs_input_grad[1] else None)
         return (unbroadcast(g @ b.mT, a._shape) if ctx.needs_input_grad[0] else None,
-                unbroadcast(a.mT @ g, b._shape) if ctx.needs_input_grad[1] else None)
+                (_second_grad(a, g, b) if a.ndim == b.ndim == 2 else unbroadcast(a.mT @ g, b._shape)) if ctx.needs_input_grad[1] else None)
 
 def matmul(a, b):
     "Matrix product with `torch.matmul`'s rules for 1-D operands and batch broadcasting."
