@@ -240,7 +240,7 @@ _cell_backward = njit(inline="always")(cell_backward)
 @njit(inline="always")
 def _vtanh(x):
     "tanh x = 2σ(2x) - 1, vectorisable like the sigmoid."
-    return K._like(x, 2.0) * _vsigmoid(K._like(x, 2.0) * x) - K._like(x, 1.0)
+    return K.float_like(x, 2.0) * _vsigmoid(K.float_like(x, 2.0) * x) - K.float_like(x, 1.0)
 
 @njit(cache=True, error_model="numpy")
 def _lstm_cell_rows(c, gates, hc, hidden):
