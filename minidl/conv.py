@@ -253,6 +253,7 @@ def _column_bytes(image_shape: tuple, g: Geometry, dtype) -> int:
     return image_shape[0] * g.kernel[0] * g.kernel[1] * g.out[0] * g.out[1] * np.dtype(dtype).itemsize
 
 def _joined(B, parts: list):
+    "The pieces' results as one batch (the single piece itself, uncopied, when there is one)."
     return parts[0] if len(parts) == 1 else B.concatenate(parts, 0)
 
 def gemm_conv(B, x, w, groups: int, g: Geometry):

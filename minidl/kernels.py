@@ -143,15 +143,20 @@ def erf(x):
     "The error function (`erf32` for float32)."
     return fast_erf(x)
 
+@njit(inline="always")
+def _phi(x):
+    "Φ(x) = erfc(-x/√2) / 2, the standard normal CDF; erfc keeps its negative tail accurate."
+    return float_like(x, 0.5) * fast_erfc(-x * float_like(x, 0.7071067811865476))
+
 @elementwise(1)
 def gelu(x):
-    "x Φ(x) = x erfc(-x/√2) / 2, Φ the standard normal CDF (PyTorch's exact GELU); erfc keeps the negative tail accurate."
-    return float_like(x, 0.5) * x * fast_erfc(-x * float_like(x, 0.7071067811865476))
+    "x Φ(x), Φ the standard normal CDF (PyTorch's exact GELU)."
+    return x * _phi(x)
 
 @elementwise(1)
 def _normal_cdf(x):
-    "Φ(x) = erfc(-x/√2) / 2."
-    return float_like(x, 0.5) * fast_erfc(-x * float_like(x, 0.7071067811865476))
+    "Φ(x) over arrays."
+    return _phi(x)
 
 @elementwise(3)
 def _gelu_grad_from_cdf(g, x, cdf):

@@ -165,7 +165,7 @@ def as_tensor(data, dtype=None, device=None) -> Tensor:
 def asarray(obj, dtype=None, device=None, copy=None, requires_grad=False) -> Tensor:
     "`obj` as a tensor: sharing its memory where it can (`copy=None`), always a copy (`copy=True`), or never one (`copy=False`, an error if it must): `torch.asarray`."
     shared = _shared(obj)
-    out = tensor(obj, dtype=dtype, device=device) if shared is None else shared.to(dtype=dtype, device=device)
+    out = as_tensor(obj if shared is None else shared, dtype, device)
     same_memory = shared is not None and out is shared                  # to() returns the tensor itself when nothing changes
     if copy is False and not same_memory:
         raise ValueError(f"asarray: copy=False, but a {type(obj).__name__} cannot become a tensor of dtype {out.dtype} on {out.device} without a copy")
