@@ -15,13 +15,13 @@ from . import ops
 from . import conv
 from .layers import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, dropout, xavier_normal_, xavier_uniform_, zeros_
 from .more_ops import all as all_, masked_fill, repeat_interleave, tril
-from .tensor import Tensor, ones, zeros
+from .tensor import Tensor, ones, tensor, zeros
 
 # %% ../nbs/19_attention.ipynb #9f125dcc
 @functools.lru_cache(maxsize=16)
 def causal_mask(L: int, S: int, device: str) -> Tensor:
     "The (L, S) bool mask of causal attention, True on and below the diagonal; one per size and device, made once (treat it as read-only)."
-    return tril(ones(L, S, dtype="bool", device=device))
+    return tensor(np.tril(np.ones((L, S), dtype=bool)), device=device)         # a constant: made without recorded ops
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False, scale: float = None,
                                  enable_gqa: bool = False):

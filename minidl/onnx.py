@@ -276,11 +276,12 @@ def _lstm(g, op):
 
 @converts("LSTMCellFn")
 def _lstm_cell(g, op):
-    "The fused LSTM cell (lesson 18) by its formulas: the gates' activations, c' = f·c + i·g, h' = o·tanh(c'), stacked as (h', c')."
-    gates, c = op.args
+    "The fused LSTM cell (lesson 18) by its formulas: the gates (the sum of the op's two halves) activated, c' = f·c + i·g, h' = o·tanh(c'), stacked as (h', c')."
+    xw, hw, c = op.args
     H = c.shape[1]
     parts = [g.fresh("gate") for _ in range(4)]                      # PyTorch's order: input, forget, cell, output
-    g.nodes.append(helper.make_node("Split", [g.name_of(gates), g.ints([H] * 4)], parts, name=parts[0], axis=1))
+    gates = g.node("Add", [g.name_of(xw), g.name_of(hw)])
+    g.nodes.append(helper.make_node("Split", [gates, g.ints([H] * 4)], parts, name=parts[0], axis=1))
     i, f, o = (g.node("Sigmoid", [p]) for p in (parts[0], parts[1], parts[3]))
     c_new = g.node("Add", [g.node("Mul", [f, g.name_of(c)]), g.node("Mul", [i, g.node("Tanh", [parts[2]])])])
     h_new = g.node("Mul", [o, g.node("Tanh", [c_new])])

@@ -203,23 +203,25 @@ class GRUCell(_CellBase):
 def _sigmoid(x): return 1 / (1 + math.exp(-x))
 
 @njit(inline="always")
-def lstm_cell_element(i, c, gates, hc, hidden):
-    "Element `i` of the LSTM cell: gates (N, 4H) pre-activations in PyTorch's order i, f, g, o and the state c (N, H), flat; writes h' to hc[i] and c' to hc[N·H + i]."
+def lstm_cell_element(i, c, xw, hw, acts, hc, hidden):
+    "Element `i` of the LSTM cell: the gates' pre-activations (N, 4H), PyTorch's order i, f, g, o, as two parts xw + hw, and the state c (N, H), all flat; writes the activated gates to acts, h' to hc[i] and c' to hc[N·H + i]."
     H = int(hidden)
     n = i // H
     a = n * 4 * H + i - n * H
-    ig, fg, gg, og = _sigmoid(gates[a]), _sigmoid(gates[a + H]), math.tanh(gates[a + 2 * H]), _sigmoid(gates[a + 3 * H])
+    ig, fg = _sigmoid(xw[a] + hw[a]), _sigmoid(xw[a + H] + hw[a + H])
+    gg, og = math.tanh(xw[a + 2 * H] + hw[a + 2 * H]), _sigmoid(xw[a + 3 * H] + hw[a + 3 * H])
+    acts[a], acts[a + H], acts[a + 2 * H], acts[a + 3 * H] = ig, fg, gg, og
     cn = fg * c[i] + ig * gg
     hc[i] = og * math.tanh(cn)
     hc[c.size + i] = cn
 
 @njit(inline="always")
-def lstm_cell_grad_element(i, dc, dgates, g, gates, c, hidden):
-    "The cell's backward on element `i`: from g (2, N, H) = (dL/dh', dL/dc'), the saved gates and c, writes dL/dgates (N, 4H) and dL/dc (N, H)."
+def lstm_cell_grad_element(i, dc, dgates, g, acts, c, hidden):
+    "The cell's backward on element `i`: from g (2, N, H) = (dL/dh', dL/dc'), the forward's activated gates and c, writes dL/dgates (N, 4H) and dL/dc (N, H)."
     H = int(hidden)
     n = i // H
     a = n * 4 * H + i - n * H
-    ig, fg, gg, og = _sigmoid(gates[a]), _sigmoid(gates[a + H]), math.tanh(gates[a + 2 * H]), _sigmoid(gates[a + 3 * H])
+    ig, fg, gg, og = acts[a], acts[a + H], acts[a + 2 * H], acts[a + 3 * H]
     tc = math.tanh(fg * c[i] + ig * gg)
     gh = g[i]
     gc = g[dc.size + i] + gh * og * (1 - tc * tc)
@@ -243,29 +245,33 @@ def _vtanh(x):
     return K.float_like(x, 2.0) * _vsigmoid(K.float_like(x, 2.0) * x) - K.float_like(x, 1.0)
 
 @njit(cache=True, error_model="numpy")
-def _lstm_cell_rows(c, gates, hc, hidden):
+def _lstm_cell_rows(c, xw, hw, acts, hc, hidden):
     "`lstm_cell_element` for every element, a row of the batch at a time (the CPU's side of the rule)."
     H = int(hidden); N = c.size // H
     for n in range(N):
         g0 = n * 4 * H
-        ai, af, ag, ao = gates[g0:g0 + H], gates[g0 + H:g0 + 2 * H], gates[g0 + 2 * H:g0 + 3 * H], gates[g0 + 3 * H:g0 + 4 * H]
+        xi, xf, xg, xo = xw[g0:g0 + H], xw[g0 + H:g0 + 2 * H], xw[g0 + 2 * H:g0 + 3 * H], xw[g0 + 3 * H:g0 + 4 * H]
+        hi, hf, hg, ho = hw[g0:g0 + H], hw[g0 + H:g0 + 2 * H], hw[g0 + 2 * H:g0 + 3 * H], hw[g0 + 3 * H:g0 + 4 * H]
+        si, sf, sg, so = acts[g0:g0 + H], acts[g0 + H:g0 + 2 * H], acts[g0 + 2 * H:g0 + 3 * H], acts[g0 + 3 * H:g0 + 4 * H]
         cr, hr, cnr = c[n * H:(n + 1) * H], hc[n * H:(n + 1) * H], hc[c.size + n * H:c.size + (n + 1) * H]
         for j in range(H):
-            cn = _vsigmoid(af[j]) * cr[j] + _vsigmoid(ai[j]) * _vtanh(ag[j])
-            hr[j] = _vsigmoid(ao[j]) * _vtanh(cn)
+            i, f, g, o = _vsigmoid(xi[j] + hi[j]), _vsigmoid(xf[j] + hf[j]), _vtanh(xg[j] + hg[j]), _vsigmoid(xo[j] + ho[j])
+            si[j], sf[j], sg[j], so[j] = i, f, g, o
+            cn = f * cr[j] + i * g
+            hr[j] = o * _vtanh(cn)
             cnr[j] = cn
 
 @njit(cache=True, error_model="numpy")
-def _lstm_cell_grad_rows(dc, dgates, g, gates, c, hidden):
+def _lstm_cell_grad_rows(dc, dgates, g, acts, c, hidden):
     "`lstm_cell_grad_element` for every element, a row of the batch at a time."
     H = int(hidden); N = c.size // H
     for n in range(N):
         g0 = n * 4 * H
-        ai, af, ag, ao = gates[g0:g0 + H], gates[g0 + H:g0 + 2 * H], gates[g0 + 2 * H:g0 + 3 * H], gates[g0 + 3 * H:g0 + 4 * H]
+        si, sf, sg, so = acts[g0:g0 + H], acts[g0 + H:g0 + 2 * H], acts[g0 + 2 * H:g0 + 3 * H], acts[g0 + 3 * H:g0 + 4 * H]
         di, df, dg, do = dgates[g0:g0 + H], dgates[g0 + H:g0 + 2 * H], dgates[g0 + 2 * H:g0 + 3 * H], dgates[g0 + 3 * H:g0 + 4 * H]
         cr, dcr, ghr, gcr = c[n * H:(n + 1) * H], dc[n * H:(n + 1) * H], g[n * H:(n + 1) * H], g[c.size + n * H:c.size + (n + 1) * H]
         for j in range(H):
-            (d_i, d_f, d_g, d_o), dcr[j] = _cell_backward(_vsigmoid(ai[j]), _vsigmoid(af[j]), _vtanh(ag[j]), _vsigmoid(ao[j]), cr[j], ghr[j], gcr[j], _vtanh)
+            (d_i, d_f, d_g, d_o), dcr[j] = _cell_backward(si[j], sf[j], sg[j], so[j], cr[j], ghr[j], gcr[j], _vtanh)
             di[j], df[j], dg[j], do[j] = d_i, d_f, d_g, d_o
 
 lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_rows)
@@ -279,26 +285,29 @@ def _cell_grads_as_ops(gates, c, g):
     return ops.cat(list(grads), -1), dc
 
 class LSTMCellFn(Function):
-    "The LSTM cell's elementwise work in one kernel per pass: (pre-activation gates (N, 4H), c (N, H)) → the stacked (h', c') of shape (2, N, H)."
+    "The LSTM cell's elementwise work in one kernel per pass: (the gates' pre-activations as two parts xw, hw (N, 4H), c (N, H)) → the stacked (h', c') of shape (2, N, H)."
     @staticmethod
-    def forward(ctx, gates, c):
-        B, (n, H) = gates.backend, c.shape
-        hc = B.empty((2, n, H), gates.dtype)
-        B.update(lstm_cell_update, (flat(B, c._a), flat(B, gates._a), B.reshape(hc, (-1,))), (hyper_type(gates)(H),))
-        ctx.save_for_backward(gates, c)
+    def forward(ctx, xw, hw, c):
+        B, (n, H) = xw.backend, c.shape
+        hc, ctx.acts = B.empty((2, n, H), xw.dtype), B.empty((n * 4 * H,), xw.dtype)
+        B.update(lstm_cell_update, (flat(B, c._a), flat(B, xw._a), flat(B, hw._a), ctx.acts, B.reshape(hc, (-1,))), (hyper_type(xw)(H),))
+        ctx.save_for_backward(xw, hw, c)
         return Tensor(hc)
     @staticmethod
     def backward(ctx, g):
-        gates, c = ctx.saved_tensors
-        if is_grad_enabled(): return _cell_grads_as_ops(gates, c, g)
+        xw, hw, c = ctx.saved_tensors
+        if is_grad_enabled():
+            dgates, dc = _cell_grads_as_ops(xw + hw, c, g)
+            return dgates, dgates, dc
         B = g.backend
-        dc, dgates = B.empty(c.shape, c.dtype), B.empty(gates.shape, gates.dtype)
-        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), flat(B, g._a), flat(B, gates._a), flat(B, c._a)), (hyper_type(gates)(c.shape[1]),))
-        return Tensor(dgates), Tensor(dc)
+        dc, dgates = B.empty(c.shape, c.dtype), B.empty(xw.shape, xw.dtype)
+        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), flat(B, g._a), ctx.acts, flat(B, c._a)), (hyper_type(xw)(c.shape[1]),))
+        dgates = Tensor(dgates)
+        return dgates, dgates, Tensor(dc)
 
 def _lstm_fused(xw, h, c, W_hh, b_hh):
-    "One LSTM step: the gates' pre-activations by tensor ops, the rest by `LSTMCellFn`."
-    hc = LSTMCellFn.apply(xw + _project(h, W_hh, b_hh), c)
+    "One LSTM step: the two halves of the gates' pre-activations by tensor ops, the rest by `LSTMCellFn`."
+    hc = LSTMCellFn.apply(xw, _project(h, W_hh, b_hh), c)
     return hc[0], hc[1]
 
 CELLS["LSTM"] = (_lstm_fused, 4)      # from here on, nn.LSTM and nn.LSTMCell step with the fused cell
@@ -310,8 +319,9 @@ def _layer_grads_as_ops(xw, h0, c0, W_hh, g, reverse):
     "`LSTMLayerFn`'s backward with tensor ops (recorded, for a second derivative): the forward again, then the loop in reverse."
     h, c, gates, prev_c, prev_h = h0, c0, {}, {}, {}
     for t in _steps(xw.shape[0], reverse):
-        prev_h[t], prev_c[t], gates[t] = h, c, xw[t] + h @ W_hh.T
-        hc = LSTMCellFn.apply(gates[t], c)
+        hw = h @ W_hh.T
+        prev_h[t], prev_c[t], gates[t] = h, c, xw[t] + hw
+        hc = LSTMCellFn.apply(xw[t], hw, c)
         h, c = hc[0], hc[1]
     dxw, dh, dc = [None] * xw.shape[0], g[0, 0] * 0, g[0, 1] * 0
     for t in reversed(_steps(xw.shape[0], reverse)):
@@ -325,17 +335,16 @@ class LSTMLayerFn(Function):
     "A whole LSTM layer (one direction) as one op: (xw (T, N, 4H): the input projection with both biases, h0, c0 (N, H) or None for zeros, W_hh) → every step's (h, c), shape (T, 2, N, H)."
     @staticmethod
     def forward(ctx, xw, h0, c0, W_hh, reverse=False):
-        B, (T, n, _), H = xw.backend, xw.shape, W_hh.shape[1]
+        B, (T, n, H4), H = xw.backend, xw.shape, W_hh.shape[1]
         h0, c0 = (Tensor(B.full((n, H), 0, xw.dtype)) if s is None else s for s in (h0, c0))     # no state given: zeros of this batch's size
-        hcs, x, W_t, hidden = B.empty((T, 2, n, H), xw.dtype), xw._a, B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H)
-        h, c, gates = h0._a, flat(B, c0._a), [None] * T
+        hcs, ctx.acts, x = B.empty((T, 2, n, H), xw.dtype), B.empty((T, n * H4), xw.dtype), B.reshape(flat(B, xw._a), (T, n * H4))
+        W_t, hidden, h, c = B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H), h0._a, flat(B, c0._a)
         for t in _steps(T, reverse):
-            gates[t] = B.map("add", B.getitem(x, t), B.matmul(h, W_t))
             hc = B.getitem(hcs, t)
-            B.update(lstm_cell_update, (c, B.reshape(gates[t], (-1,)), B.reshape(hc, (-1,))), (hidden,))
+            B.update(lstm_cell_update, (c, B.getitem(x, t), flat(B, B.matmul(h, W_t)), B.getitem(ctx.acts, t), B.reshape(hc, (-1,))), (hidden,))
             h, c = B.getitem(hc, 0), B.reshape(B.getitem(hc, 1), (-1,))
         out = Tensor(hcs)
-        ctx.gates, ctx.reverse = gates, reverse
+        ctx.reverse = reverse
         ctx.save_for_backward(xw, h0, c0, W_hh, out)
         return out
 
@@ -351,7 +360,7 @@ class LSTMLayerFn(Function):
             t = order[k]
             c_prev = flat(B, c0._a) if k == 0 else B.reshape(B.getitem(B.getitem(hcs, order[k - 1]), 1), (-1,))
             grads, dgates = B.map("add", B.getitem(g_a, t), carry), B.getitem(dxw, t)
-            B.update(lstm_cell_grad_update, (dc, B.reshape(dgates, (-1,)), B.reshape(grads, (-1,)), B.reshape(ctx.gates[t], (-1,)), c_prev), (hidden,))
+            B.update(lstm_cell_grad_update, (dc, B.reshape(dgates, (-1,)), B.reshape(grads, (-1,)), B.getitem(ctx.acts, t), c_prev), (hidden,))
             B.assign(B.getitem(carry, 0), B.matmul(dgates, W_hh._a))
         h_all, h0_1 = B.getitem(hcs, (slice(None), 0)), B.reshape(h0._a, (1, n, H))        # each step's previous h, in step order
         h_prev = B.concatenate([B.getitem(h_all, slice(1, None)), h0_1] if ctx.reverse else [h0_1, B.getitem(h_all, slice(None, -1))], 0)
@@ -360,9 +369,8 @@ class LSTMLayerFn(Function):
 
 def lstm_layer(x, h, c, W_ih, W_hh, b_ih, b_hh, reverse: bool) -> tuple:
     "One direction of one LSTM layer over x (T, N, features): (every step's h (T, N, H), the last h, the last c), by `LSTMLayerFn`."
-    xw = _project(x, W_ih, b_ih)
-    if b_hh is not None: xw = xw + b_hh                    # both biases folded into the projection, once
-    hcs = LSTMLayerFn.apply(xw, h, c, W_hh, reverse)
+    if b_hh is not None: b_ih = b_hh if b_ih is None else b_ih + b_hh         # both biases as one, added with the projection
+    hcs = LSTMLayerFn.apply(_project(x, W_ih, b_ih), h, c, W_hh, reverse)
     last = hcs[0] if reverse else hcs[-1]
     return hcs[:, 0], last[0], last[1]
 
