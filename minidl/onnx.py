@@ -144,6 +144,14 @@ def _gelu(g, op):
 @converts("Softmax", "LogSoftmax")
 def _softmax(g, op): return g.node(op.fn.__name__, [g.name_of(op.args[0])], axis=op.args[1])
 
+@converts("CausalSoftmax")
+def _causal_softmax(g, op):
+    "Lesson 19's causal softmax: the (L, S) lower-triangular mask made at run time from the scores' shape (Trilu), -inf above it, Softmax."
+    x = g.name_of(op.args[0])
+    ones = g.node("ConstantOfShape", [g.node("Shape", [x], start=-2)], value=numpy_helper.from_array(np.ones(1, np.bool_)))
+    masked = g.node("Where", [g.node("Trilu", [ones], upper=0), x, g.constant(np.array(-np.inf, op.args[0].dtype))])
+    return g.node("Softmax", [masked], axis=-1)
+
 @converts("Sum")
 def _sum(g, op):
     x, axes, keepdim = op.args
