@@ -78,7 +78,7 @@ class CausalSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return y * (g - (g * y).sum(-1, keepdim=True))
+        return ops.softmax_backward(g, y, y.ndim - 1)
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False, scale: float = None,
                                  enable_gqa: bool = False):

@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
            'HalfTensor', 'BFloat16Tensor', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt',
-           'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'silu', 'abs', 'promote_operands', 'unbroadcast', 'broadcast_map',
-           'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'as_tensor', 'asarray', 'type_', 'numpy_aliases', 'Reshape',
-           'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten',
-           'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul',
-           'div', 'pow', 'neg', 'Where', 'where', 'clamp', 'unary_function', 'Relu', 'relu', 'Gelu', 'gelu', 'sign',
-           'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean',
-           'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
-           'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
-           'einsum', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
-           'IndexPut']
+           'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'silu', 'abs', 'softmax_grad_update', 'promote_operands',
+           'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'as_tensor', 'asarray',
+           'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose',
+           'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add',
+           'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where', 'clamp',
+           'unary_function', 'Relu', 'relu', 'Gelu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice',
+           'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod',
+           'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
+           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'softmax_grad_row', 'softmax_backward',
+           'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -23,7 +23,8 @@ import functools
 import math
 from collections import namedtuple
 import numpy as np
-from .backend import backend_of, cpu_backend
+from numba import njit
+from .backend import UpdateRule, backend_of, cpu_backend
 from .core import MissingDtype, as_dtype, bfloat16, bool_, float16, float32, float64, get_default_dtype, int64, is_floating
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, from_dlpack, from_numpy, tensor
 from .tensor import device as Device
@@ -935,6 +936,33 @@ def einsum(equation: str, a, b):
     return Einsum.apply(a, b, (ins[0], ins[1], out))
 
 # %% ../nbs/04_ops.ipynb #29426674
+@njit(inline="always")
+def softmax_grad_row(i, dot, g, s, gx, n):
+    "Row `i` (n elements) of softmax's backward from its output s: ⟨g, s⟩ into dot[i], s ⊙ (g − ⟨g, s⟩) into gx."
+    N = int(n)
+    start = i * N
+    d = 0.0
+    for k in range(N): d += g[start + k] * s[start + k]
+    dot[i] = d
+    for k in range(N): gx[start + k] = s[start + k] * (g[start + k] - d)
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, _nrt=False)
+def _softmax_grad_rows(dot, g, s, gx, n):
+    for i in range(dot.size): softmax_grad_row(i, dot, g, s, gx, n)
+
+softmax_grad_update = UpdateRule(softmax_grad_row, _softmax_grad_rows)
+"Softmax's backward along the last dim, row by row, for every backend."
+
+def softmax_backward(g, s, dim):
+    "s ⊙ (g − Σ g ⊙ s) along `dim`: by `softmax_grad_update` for the last dim when nothing records it, else by tensor ops."
+    if is_grad_enabled() or dim != s.ndim - 1 or g.dtype != s.dtype or not s.numel():
+        return s * (g - (g * s).sum(dim, keepdim=True))
+    B, n = s.backend, s.shape[-1]
+    flat = lambda a: B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
+    gx, scalar = B.empty(s.shape, s.dtype), np.float32 if s.dtype.itemsize == 2 else s.dtype.type
+    B.update(softmax_grad_update, (B.empty((s.numel() // n,), s.dtype), flat(g._a), flat(s._a), B.reshape(gx, (-1,))), (scalar(n),))
+    return Tensor(gx)
+
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
@@ -944,7 +972,7 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         s, = ctx.saved_tensors
-        return s * (g - (g * s).sum(ctx.dim, keepdim=True))
+        return softmax_backward(g, s, ctx.dim)
 
 class LogSoftmax(Function):
     @staticmethod
