@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['fast_exp', 'ERFC_POLY', 'ERF_TAYLOR', 'fast_erf', 'fast_erfc', 'PARALLEL_MIN_SIZE', 'OPENMP_SPIN_COUNT',
-           'elementwise', 'exp32', 'float32_or_exact', 'float_like', 'erfc32', 'erf32', 'sigmoid', 'relu', 'relu_grad',
-           'leaky_relu', 'elu', 'erf', 'gelu', 'gelu_grad', 'silu', 'softplus', 'rsqrt', 'mul_add', 'start_threads',
-           'serial_and_parallel', 'sum', 'softmax', 'log_softmax', 'logsumexp', 'scaled_exp', 'scatter_add',
-           'check_range', 'matmul']
+           'PARALLEL_MIN_COMPUTE', 'elementwise', 'exp32', 'float32_or_exact', 'float_like', 'erfc32', 'erf32',
+           'sigmoid', 'relu', 'relu_grad', 'leaky_relu', 'elu', 'erf', 'gelu', 'gelu_grad', 'silu', 'softplus', 'rsqrt',
+           'mul_add', 'start_threads', 'serial_and_parallel', 'dense_alike', 'sum', 'softmax', 'log_softmax',
+           'logsumexp', 'scaled_exp', 'scatter_add', 'check_range', 'matmul']
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import functools
@@ -28,11 +28,15 @@ _float_sigs = {n: [f"{t}({', '.join([t] * n)})" for t in ("float32", "float64")]
 class elementwise:
     "Decorator: a numba ufunc for a scalar function of `nargs` floats, compiled (or loaded from cache) on first call."
     def __init__(self, nargs=1):
-        self.nargs, self.fn, self.ufunc = nargs, None, None
+        self.nargs, self.fn, self.ufunc, self.loop = nargs, None, None, None
     def __call__(self, *args, **kwargs):
         if self.fn is None:                     # used as a decorator: remember the scalar function
             self.fn = args[0]; self.__name__ = self.fn.__name__; self.__doc__ = self.fn.__doc__
             return self
+        if self.loop is not None and not kwargs and dense_alike(args):      # a flat loop of its own, parallel when big (below)
+            out = np.empty_like(args[0])
+            self.loop(out.size)(*[a.reshape(-1) for a in args], out.reshape(-1))
+            return out
         if self.ufunc is None: self.ufunc = vectorize(_float_sigs[self.nargs], cache=True)(self.fn)
         return self.ufunc(*args, **kwargs)
     def __repr__(self): return f"<elementwise kernel {self.__name__}>"
@@ -206,19 +210,53 @@ def start_threads():
     finally:
         if not chosen: del os.environ["GOMP_SPINCOUNT"]
 
-def serial_and_parallel(fn=None, **options):
-    "Compile `fn` twice, serial and with `parallel=True`; return a function that picks one by `size`."
-    if fn is None: return lambda f: serial_and_parallel(f, **options)
+def serial_and_parallel(fn=None, min_size: int = PARALLEL_MIN_SIZE, **options):
+    "Compile `fn` twice, serial and with `parallel=True`; return a function that picks one by `size` (parallel from `min_size` elements)."
+    if fn is None: return lambda f: serial_and_parallel(f, min_size, **options)
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__, fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_parallel"
     serial = njit(cache=True, **options)(fn)
     parallel = njit(cache=True, parallel=True, **options)(twin)
     def pick(size: int):
-        if size < PARALLEL_MIN_SIZE: return serial
+        if size < min_size: return serial
         start_threads()
         return parallel
     pick.serial, pick.parallel, pick.__name__, pick.__doc__ = serial, parallel, fn.__name__, fn.__doc__
     return pick
+
+# %% ../nbs/02_kernels.ipynb #f242c3dc
+PARALLEL_MIN_COMPUTE = 1 << 16
+"The parallel threshold for kernels that compute far more than they read (an `erf` or an `exp` per element)."
+
+def dense_alike(arrays) -> bool:
+    "Whether `arrays` are row-major NumPy arrays of one shape and dtype, float32 or float64 — what a flat loop can take."
+    a0 = arrays[0]
+    return a0.__class__ is np.ndarray and a0.dtype.type in (np.float32, np.float64) and all(
+        a.__class__ is np.ndarray and a.flags.c_contiguous and a.shape == a0.shape and a.dtype == a0.dtype for a in arrays)
+
+_sigmoid1, _silu1, _gelu1, _normal_cdf1, _gelu_grad1 = (njit(inline="always")(k.fn) for k in (sigmoid, silu, gelu, _normal_cdf, _gelu_grad_from_cdf))
+
+@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+def _sigmoid_loop(x, out):
+    for i in prange(x.size): out[i] = _sigmoid1(x[i])
+
+@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+def _silu_loop(x, out):
+    for i in prange(x.size): out[i] = _silu1(x[i])
+
+@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+def _gelu_loop(x, out):
+    for i in prange(x.size): out[i] = _gelu1(x[i])
+
+@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+def _normal_cdf_loop(x, out):
+    for i in prange(x.size): out[i] = _normal_cdf1(x[i])
+
+@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+def _gelu_grad_loop(g, x, cdf, out):
+    for i in prange(x.size): out[i] = _gelu_grad1(g[i], x[i], cdf[i])
+
+sigmoid.loop, silu.loop, gelu.loop, _normal_cdf.loop, _gelu_grad_from_cdf.loop = _sigmoid_loop, _silu_loop, _gelu_loop, _normal_cdf_loop, _gelu_grad_loop
 
 # %% ../nbs/02_kernels.ipynb #b336f42b
 _fast = {"reassoc", "contract", "nsz", "arcp"}

@@ -216,15 +216,15 @@ def lstm_cell_element(i, c, xw, hw, acts, hc, hidden):
     hc[c.size + i] = cn
 
 @njit(inline="always")
-def lstm_cell_grad_element(i, dc, dgates, g, acts, c, hidden):
-    "The cell's backward on element `i`: from g (2, N, H) = (dL/dh', dL/dc'), the forward's activated gates and c, writes dL/dgates (N, 4H) and dL/dc (N, H)."
+def lstm_cell_grad_element(i, dc, dgates, g, dh, acts, c, hidden):
+    "The cell's backward on element `i`: from g (2, N, H) = (dL/dh', dL/dc') plus what later steps sent back (dh, and dc, which it overwrites), the forward's activated gates and c, writes dL/dgates (N, 4H) and dL/dc (N, H)."
     H = int(hidden)
     n = i // H
     a = n * 4 * H + i - n * H
     ig, fg, gg, og = acts[a], acts[a + H], acts[a + 2 * H], acts[a + 3 * H]
     tc = math.tanh(fg * c[i] + ig * gg)
-    gh = g[i]
-    gc = g[dc.size + i] + gh * og * (1 - tc * tc)
+    gh = g[i] + dh[i]
+    gc = g[dc.size + i] + dc[i] + gh * og * (1 - tc * tc)
     dgates[a], dgates[a + H] = gc * gg * ig * (1 - ig), gc * c[i] * fg * (1 - fg)
     dgates[a + 2 * H], dgates[a + 3 * H] = gc * ig * (1 - gg * gg), gh * tc * og * (1 - og)
     dc[i] = gc * fg
@@ -262,16 +262,17 @@ def _lstm_cell_rows(c, xw, hw, acts, hc, hidden):
             cnr[j] = cn
 
 @njit(cache=True, error_model="numpy")
-def _lstm_cell_grad_rows(dc, dgates, g, acts, c, hidden):
+def _lstm_cell_grad_rows(dc, dgates, g, dh, acts, c, hidden):
     "`lstm_cell_grad_element` for every element, a row of the batch at a time."
     H = int(hidden); N = c.size // H
     for n in range(N):
         g0 = n * 4 * H
         si, sf, sg, so = acts[g0:g0 + H], acts[g0 + H:g0 + 2 * H], acts[g0 + 2 * H:g0 + 3 * H], acts[g0 + 3 * H:g0 + 4 * H]
         di, df, dg, do = dgates[g0:g0 + H], dgates[g0 + H:g0 + 2 * H], dgates[g0 + 2 * H:g0 + 3 * H], dgates[g0 + 3 * H:g0 + 4 * H]
-        cr, dcr, ghr, gcr = c[n * H:(n + 1) * H], dc[n * H:(n + 1) * H], g[n * H:(n + 1) * H], g[c.size + n * H:c.size + (n + 1) * H]
+        cr, dcr, dhr = c[n * H:(n + 1) * H], dc[n * H:(n + 1) * H], dh[n * H:(n + 1) * H]
+        ghr, gcr = g[n * H:(n + 1) * H], g[c.size + n * H:c.size + (n + 1) * H]
         for j in range(H):
-            (d_i, d_f, d_g, d_o), dcr[j] = _cell_backward(si[j], sf[j], sg[j], so[j], cr[j], ghr[j], gcr[j], _vtanh)
+            (d_i, d_f, d_g, d_o), dcr[j] = _cell_backward(si[j], sf[j], sg[j], so[j], cr[j], ghr[j] + dhr[j], gcr[j] + dcr[j], _vtanh)
             di[j], df[j], dg[j], do[j] = d_i, d_f, d_g, d_o
 
 lstm_cell_update = UpdateRule(lstm_cell_element, _lstm_cell_rows)
@@ -300,8 +301,8 @@ class LSTMCellFn(Function):
             dgates, dc = _cell_grads_as_ops(xw + hw, c, g)
             return dgates, dgates, dc
         B = g.backend
-        dc, dgates = B.empty(c.shape, c.dtype), B.empty(xw.shape, xw.dtype)
-        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), flat(B, g._a), ctx.acts, flat(B, c._a)), (hyper_type(xw)(c.shape[1]),))
+        dc, dgates, nothing_later = B.full(c.shape, 0, c.dtype), B.empty(xw.shape, xw.dtype), B.full((c.numel(),), 0, c.dtype)
+        B.update(lstm_cell_grad_update, (B.reshape(dc, (-1,)), B.reshape(dgates, (-1,)), flat(B, g._a), nothing_later, ctx.acts, flat(B, c._a)), (hyper_type(xw)(c.shape[1]),))
         dgates = Tensor(dgates)
         return dgates, dgates, Tensor(dc)
 
@@ -354,18 +355,17 @@ class LSTMLayerFn(Function):
         if is_grad_enabled(): return _layer_grads_as_ops(xw, h0, c0, W_hh, g, ctx.reverse) + (None,)
         B, (T, n, H4), H = g.backend, xw.shape, W_hh.shape[1]
         hcs, g_a, hidden, order = out._a, g._a, hyper_type(xw)(H), _steps(T, ctx.reverse)
-        dxw, carry = B.empty((T, n, H4), xw.dtype), B.full((2, n, H), 0, xw.dtype)     # carry: dL/dh and dL/dc from the later steps
-        dc = B.reshape(B.getitem(carry, 1), (-1,))
+        dxw, dh, dc = B.empty((T, n, H4), xw.dtype), B.full((n * H,), 0, xw.dtype), B.full((n * H,), 0, xw.dtype)   # dL/dh, dL/dc from the later steps
         for k in range(T - 1, -1, -1):
             t = order[k]
             c_prev = flat(B, c0._a) if k == 0 else B.reshape(B.getitem(B.getitem(hcs, order[k - 1]), 1), (-1,))
-            grads, dgates = B.map("add", B.getitem(g_a, t), carry), B.getitem(dxw, t)
-            B.update(lstm_cell_grad_update, (dc, B.reshape(dgates, (-1,)), B.reshape(grads, (-1,)), B.getitem(ctx.acts, t), c_prev), (hidden,))
-            B.assign(B.getitem(carry, 0), B.matmul(dgates, W_hh._a))
+            dgates = B.getitem(dxw, t)
+            B.update(lstm_cell_grad_update, (dc, B.reshape(dgates, (-1,)), flat(B, B.getitem(g_a, t)), dh, B.getitem(ctx.acts, t), c_prev), (hidden,))
+            dh = B.reshape(B.matmul(dgates, W_hh._a), (-1,))
         h_all, h0_1 = B.getitem(hcs, (slice(None), 0)), B.reshape(h0._a, (1, n, H))        # each step's previous h, in step order
         h_prev = B.concatenate([B.getitem(h_all, slice(1, None)), h0_1] if ctx.reverse else [h0_1, B.getitem(h_all, slice(None, -1))], 0)
         dW = B.matmul(B.permute(B.reshape(dxw, (T * n, H4)), (1, 0)), B.reshape(h_prev, (T * n, H)))
-        return Tensor(dxw), Tensor(B.getitem(carry, 0)), Tensor(B.getitem(carry, 1)), Tensor(dW), None
+        return Tensor(dxw), Tensor(B.reshape(dh, (n, H))), Tensor(B.reshape(dc, (n, H))), Tensor(dW), None
 
 def lstm_layer(x, h, c, W_ih, W_hh, b_ih, b_hh, reverse: bool) -> tuple:
     "One direction of one LSTM layer over x (T, N, features): (every step's h (T, N, H), the last h, the last c), by `LSTMLayerFn`."
