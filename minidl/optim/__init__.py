@@ -441,11 +441,18 @@ class OneCycleLR(LRScheduler):
                 elif "momentum" in g: g["momentum"] = mom
         return lrs
 
+def _sum_of_squares(g: Tensor) -> float:
+    "Σ g² over one gradient by two backend primitives (a 16-bit gradient squared in float32; the sum accumulates in float64)."
+    B, a = g.backend, g._a
+    if a.dtype.itemsize == 2: a = B.cast(a, float32)
+    return float(B.to_host(B.sum(B.map("mul", a, a), tuple(range(a.ndim)), False)))
+
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False, foreach=None) -> Tensor:
     "Scale all gradients together so that their joint norm is at most `max_norm`; return the norm before clipping (a NaN norm makes every gradient NaN, as in PyTorch)."
     grads = [p.grad for p in ([parameters] if isinstance(parameters, Tensor) else parameters) if p.grad is not None]
     if not grads: return tensor(0.0)
     if norm_type == math.inf: total = max(float(g.abs().max()) for g in grads)
+    elif norm_type == 2: total = math.sqrt(sum(_sum_of_squares(g) for g in grads))      # the usual case, without a recorded op per gradient
     else: total = float(sum(float((g.double().abs() ** norm_type).sum()) for g in grads) ** (1 / norm_type))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"The total norm of order {float(norm_type)} for gradients from `parameters` is non-finite, so it cannot be clipped. "
