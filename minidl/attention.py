@@ -9,7 +9,6 @@ __all__ = ['causal_softmax_update', 'causal_softmax_row', 'CausalSoftmax', 'scal
 
 # %% ../nbs/19_attention.ipynb #9377dbfa
 import copy
-import functools
 import math
 import numpy as np
 from numba import njit
