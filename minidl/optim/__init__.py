@@ -443,8 +443,8 @@ class OneCycleLR(LRScheduler):
 
 def _sum_of_squares(g: Tensor) -> float:
     "Σ g² over one gradient by two backend primitives (a 16-bit gradient squared in float32; the sum accumulates in float64)."
-    B, a = g.backend, g._a
-    if a.dtype.itemsize == 2: a = B.cast(a, float32)
+    B = g.backend
+    a = B.cast(g._a, float32 if g.dtype.itemsize == 2 else g.dtype)        # (the array itself when no cast is needed)
     return float(B.to_host(B.sum(B.map("mul", a, a), tuple(range(a.ndim)), False)))
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False, foreach=None) -> Tensor:
