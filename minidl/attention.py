@@ -17,7 +17,9 @@ from . import kernels as K
 from .autograd import Function
 from .backend import UpdateRule
 from . import conv
-from .layers import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, dropout, flat, xavier_normal_, xavier_uniform_, zeros_
+from .layers import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, dropout, xavier_normal_, xavier_uniform_, zeros_
+from .ops import flat
+from .optim import hyper_type
 from .more_ops import all as all_, masked_fill, repeat_interleave, tril
 from .tensor import Tensor, ones, zeros
 
@@ -69,8 +71,7 @@ class CausalSoftmax(Function):
         B, (L, S) = x.backend, x.shape[-2:]
         y, lse = B.empty(x.shape, x.dtype), B.empty((x.numel() // S if S else 0,), x.dtype)
         if x.numel():
-            scalar = np.float32 if x.dtype.itemsize == 2 else x.dtype.type
-            B.update(causal_softmax_update, (lse, flat(B, x._a), B.reshape(y, (-1,))), (scalar(L), scalar(S)))
+            B.update(causal_softmax_update, (lse, flat(B, x._a), B.reshape(y, (-1,))), (hyper_type(x)(L), hyper_type(x)(S)))
         out = Tensor(y)
         ctx.save_for_backward(out)
         return out

@@ -9,7 +9,7 @@ __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'layer_norm_update', 'layer_norm_g
            'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_', 'xavier_uniform_', 'xavier_normal_',
            'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity', 'Flatten', 'Sequential', 'ModuleList',
            'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout', 'dropout', 'Embed', 'embedding',
-           'Embedding', 'layer_norm_row', 'layer_norm_grad_row', 'flat', 'layer_norm', 'LayerNormFn', 'LayerNorm',
+           'Embedding', 'layer_norm_row', 'layer_norm_grad_row', 'layer_norm', 'LayerNormFn', 'LayerNorm',
            'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss',
            'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
            'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
@@ -23,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import njit
 from . import ops
+from .ops import flat
 from .autograd import Function, RemovableHandle, bump_version, is_grad_enabled, no_grad
 from .backend import UpdateRule
 from .core import as_dtype, default_generator, is_floating
@@ -461,10 +462,6 @@ def _layer_norm_grad_rows(rstd, g, xhat, gx, w, n, scale):
 
 layer_norm_grad_update = UpdateRule(layer_norm_grad_row, _layer_norm_grad_rows)
 "A layer norm's backward pass for its input, row by row, for every backend."
-
-def flat(B, a):
-    "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
-    return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
 
 # %% ../nbs/06_nn.ipynb #2a3ecbe5
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):

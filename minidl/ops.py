@@ -13,8 +13,9 @@ __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTenso
            'unary_function', 'Relu', 'relu', 'Gelu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice',
            'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod',
            'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
-           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'softmax_grad_row', 'softmax_backward',
-           'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
+           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'softmax_grad_row', 'flat',
+           'softmax_backward', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
+           'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -953,14 +954,17 @@ def _softmax_grad_rows(dot, g, s, gx, n):
 softmax_grad_update = UpdateRule(softmax_grad_row, _softmax_grad_rows)
 "Softmax's backward along the last dim, row by row, for every backend."
 
+def flat(B, a):
+    "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
+    return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
+
 def softmax_backward(g, s, dim):
     "s ⊙ (g − Σ g ⊙ s) along `dim`: by `softmax_grad_update` for the last dim when nothing records it, else by tensor ops."
     if is_grad_enabled() or dim != s.ndim - 1 or g.dtype != s.dtype or not s.numel():
         return s * (g - (g * s).sum(dim, keepdim=True))
     B, n = s.backend, s.shape[-1]
-    flat = lambda a: B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
     gx, scalar = B.empty(s.shape, s.dtype), np.float32 if s.dtype.itemsize == 2 else s.dtype.type
-    B.update(softmax_grad_update, (B.empty((s.numel() // n,), s.dtype), flat(g._a), flat(s._a), B.reshape(gx, (-1,))), (scalar(n),))
+    B.update(softmax_grad_update, (B.empty((s.numel() // n,), s.dtype), flat(B, g._a), flat(B, s._a), B.reshape(gx, (-1,))), (scalar(n),))
     return Tensor(gx)
 
 class Softmax(Function):

@@ -15,7 +15,8 @@ from . import kernels as K
 from . import ops
 from .autograd import Function, is_grad_enabled
 from .backend import UpdateRule
-from .layers import Module, Parameter, dropout, flat, uniform_
+from .layers import Module, Parameter, dropout, uniform_
+from .ops import flat
 from .optim import hyper_type
 from .tensor import Tensor, zeros
 
