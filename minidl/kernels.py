@@ -33,8 +33,9 @@ class elementwise:
         if self.fn is None:                     # used as a decorator: remember the scalar function
             self.fn = args[0]; self.__name__ = self.fn.__name__; self.__doc__ = self.fn.__doc__
             return self
-        if self.loop is not None and not kwargs and dense_alike(args):      # a flat loop of its own, parallel when big (below)
-            out = np.empty_like(args[0])
+        out = kwargs.get("out")
+        if self.loop is not None and kwargs.keys() <= {"out"} and dense_alike(args if out is None else (*args, out)):   # a flat loop of its own, parallel when big (below)
+            if out is None: out = np.empty_like(args[0])
             self.loop(out.size)(*[a.reshape(-1) for a in args], out.reshape(-1))
             return out
         if self.ufunc is None: self.ufunc = vectorize(_float_sigs[self.nargs], cache=True)(self.fn)
