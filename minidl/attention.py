@@ -25,16 +25,16 @@ from .tensor import Tensor, ones, zeros
 
 # %% ../nbs/19_attention.ipynb #9f125dcc
 @njit(inline="always")
-def causal_softmax_row(i, lse, x, y, L, S):
-    "Row `i` of a causal softmax over the flat scores `x`, rows of S keys: the row is query i mod L, which sees keys 0 … i mod L; y, and log Σ exp into lse[i]."
+def causal_softmax_row(i, lse, x, y, L, S, scale):
+    "Row `i` of a causal softmax of `scale` times the flat scores `x`, rows of S keys: the row is query i mod L, which sees keys 0 … i mod L; y, and log Σ exp into lse[i]."
     n = int(S)
     start, seen = i * n, min(i % int(L) + 1, n)
     m = -math.inf
-    for k in range(seen): m = max(m, x[start + k])
+    for k in range(seen): m = max(m, scale * x[start + k])
     if m == -math.inf: m = 0.0                      # every seen score -inf: keep the exponents finite
     s = 0.0
     for k in range(seen):
-        e = math.exp(x[start + k] - m)
+        e = math.exp(scale * x[start + k] - m)
         y[start + k] = e
         s += e
     for k in range(seen): y[start + k] /= s
@@ -42,18 +42,18 @@ def causal_softmax_row(i, lse, x, y, L, S):
     lse[i] = m + math.log(s)
 
 @njit(cache=True, fastmath={"contract", "nsz", "reassoc"}, error_model="numpy")
-def _causal_softmax_rows(lse, x, y, L, S):
+def _causal_softmax_rows(lse, x, y, L, S, scale):
     "`causal_softmax_row` for every row, with lesson 02's float32 exp (which vectorises)."
     n, Lq = int(S), int(L)
     for i in range(lse.size):
         r, o = x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]
         seen = min(i % Lq + 1, n)
-        m = r[0]
-        for k in range(1, seen): m = max(m, r[k])
+        m = scale * r[0]
+        for k in range(1, seen): m = max(m, scale * r[k])
         if m == -np.inf: m = r.dtype.type(0)
         s = r.dtype.type(0)
         for k in range(seen):
-            e = K.fast_exp(r[k] - m)
+            e = K.fast_exp(scale * r[k] - m)
             o[k] = e
             s += e
         inv = 1 / s
@@ -65,35 +65,36 @@ causal_softmax_update = UpdateRule(causal_softmax_row, _causal_softmax_rows)
 "The causal softmax, row by row, for every backend."
 
 class CausalSoftmax(Function):
-    "softmax(scores + causal mask) along the last dim, with no mask made: query row t of each (L, S) block sees keys 0 … t."
+    "softmax(scale · scores + causal mask) along the last dim, with no mask made: query row t of each (L, S) block sees keys 0 … t."
     @staticmethod
-    def forward(ctx, x):
-        B, (L, S) = x.backend, x.shape[-2:]
+    def forward(ctx, x, scale):
+        B, (L, S), t = x.backend, x.shape[-2:], hyper_type(x)
         y, lse = B.empty(x.shape, x.dtype), B.empty((x.numel() // S if S else 0,), x.dtype)
         if x.numel():
-            B.update(causal_softmax_update, (lse, flat(B, x._a), B.reshape(y, (-1,))), (hyper_type(x)(L), hyper_type(x)(S)))
+            B.update(causal_softmax_update, (lse, flat(B, x._a), B.reshape(y, (-1,))), (t(L), t(S), t(scale)))
         out = Tensor(y)
-        ctx.save_for_backward(out)
+        ctx.save_for_backward(out); ctx.scale = scale
         return out
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        return ops.softmax_backward(g, y, y.ndim - 1)
+        return ops.softmax_backward(g, y, y.ndim - 1, ctx.scale), None
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False, scale: float = None,
                                  enable_gqa: bool = False):
     "softmax(Q Kᵀ · scale + mask) V, with PyTorch's rules: a bool mask is True where attention may go, a float mask is added, a fully masked row gives 0."
     if enable_gqa and key.shape[-3] != query.shape[-3]:            # grouped-query attention: each key/value head serves several query heads
         key, value = (repeat_interleave(t, query.shape[-3] // key.shape[-3], dim=-3) for t in (key, value))
-    scores = (query @ key.transpose(-2, -1)) * (1 / math.sqrt(query.shape[-1]) if scale is None else scale)
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     if is_causal:
         if attn_mask is not None: raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True")
-        weights = CausalSoftmax.apply(scores)
+        weights = CausalSoftmax.apply(query @ key.transpose(-2, -1), scale)           # the scale applied inside the kernel
     elif attn_mask is not None:
+        scores = (query @ key.transpose(-2, -1)) * scale
         scores = masked_fill(scores, ~attn_mask, float("-inf")) if attn_mask.dtype == np.dtype(bool) else scores + attn_mask
         weights = ops.softmax(scores, -1)
         weights = ops.where(all_(scores == float("-inf"), -1, keepdim=True), 0.0, weights)   # nowhere to attend: 0
-    else: weights = ops.softmax(scores, -1)
+    else: weights = ops.softmax((query @ key.transpose(-2, -1)) * scale, -1)
     if dropout_p > 0: weights = dropout(weights, dropout_p)
     return weights @ value
 

@@ -146,8 +146,8 @@ def _softmax(g, op): return g.node(op.fn.__name__, [g.name_of(op.args[0])], axis
 
 @converts("CausalSoftmax")
 def _causal_softmax(g, op):
-    "Lesson 19's causal softmax: the (L, S) lower-triangular mask made at run time from the scores' shape (Trilu), -inf above it, Softmax."
-    x = g.name_of(op.args[0])
+    "Lesson 19's causal softmax of scaled scores: Mul by the scale, the (L, S) lower-triangular mask made at run time from the scores' shape (Trilu), -inf above it, Softmax."
+    x = g.node("Mul", [g.name_of(op.args[0]), g.constant(np.array(op.args[1], op.args[0].dtype))])
     ones = g.node("ConstantOfShape", [g.node("Shape", [x], start=-2)], value=numpy_helper.from_array(np.ones(1, np.bool_)))
     masked = g.node("Where", [g.node("Trilu", [ones], upper=0), x, g.constant(np.array(-np.inf, op.args[0].dtype))])
     return g.node("Softmax", [masked], axis=-1)

@@ -938,18 +938,18 @@ def einsum(equation: str, a, b):
 
 # %% ../nbs/04_ops.ipynb #29426674
 @njit(inline="always")
-def softmax_grad_row(i, dot, g, s, gx, n):
-    "Row `i` (n elements) of softmax's backward from its output s: ⟨g, s⟩ into dot[i], s ⊙ (g − ⟨g, s⟩) into gx."
+def softmax_grad_row(i, dot, g, s, gx, n, scale):
+    "Row `i` (n elements) of softmax's backward from its output s: ⟨g, s⟩ into dot[i], scale · s ⊙ (g − ⟨g, s⟩) into gx."
     N = int(n)
     start = i * N
     d = 0.0
     for k in range(N): d += g[start + k] * s[start + k]
     dot[i] = d
-    for k in range(N): gx[start + k] = s[start + k] * (g[start + k] - d)
+    for k in range(N): gx[start + k] = scale * s[start + k] * (g[start + k] - d)
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, _nrt=False)
-def _softmax_grad_rows(dot, g, s, gx, n):
-    for i in range(dot.size): softmax_grad_row(i, dot, g, s, gx, n)
+def _softmax_grad_rows(dot, g, s, gx, n, scale):
+    for i in range(dot.size): softmax_grad_row(i, dot, g, s, gx, n, scale)
 
 softmax_grad_update = UpdateRule(softmax_grad_row, _softmax_grad_rows)
 "Softmax's backward along the last dim, row by row, for every backend."
@@ -958,13 +958,14 @@ def flat(B, a):
     "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
     return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
 
-def softmax_backward(g, s, dim):
-    "s ⊙ (g − Σ g ⊙ s) along `dim`: by `softmax_grad_update` for the last dim when nothing records it, else by tensor ops."
+def softmax_backward(g, s, dim, scale: float = 1.0):
+    "scale · s ⊙ (g − Σ g ⊙ s) along `dim` (the gradient of softmax(scale · x)): by `softmax_grad_update` for the last dim when nothing records it, else by tensor ops."
     if is_grad_enabled() or dim != s.ndim - 1 or g.dtype != s.dtype or not s.numel():
-        return s * (g - (g * s).sum(dim, keepdim=True))
+        gx = s * (g - (g * s).sum(dim, keepdim=True))
+        return gx if scale == 1 else gx * scale
     B, n = s.backend, s.shape[-1]
     gx, scalar = B.empty(s.shape, s.dtype), np.float32 if s.dtype.itemsize == 2 else s.dtype.type
-    B.update(softmax_grad_update, (B.empty((s.numel() // n,), s.dtype), flat(B, g._a), flat(B, s._a), B.reshape(gx, (-1,))), (scalar(n),))
+    B.update(softmax_grad_update, (B.empty((s.numel() // n,), s.dtype), flat(B, g._a), flat(B, s._a), B.reshape(gx, (-1,))), (scalar(n), scalar(scale)))
     return Tensor(gx)
 
 class Softmax(Function):
