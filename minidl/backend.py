@@ -134,7 +134,7 @@ OPS = {
     "asin": (1, np.arcsin), "acos": (1, np.arccos), "atan": (1, np.arctan), "log2": (1, np.log2), "log10": (1, np.log10), "expm1": (1, np.expm1),
     "floor_divide": (2, np.floor_divide), "floor": (1, np.floor), "ceil": (1, np.ceil), "trunc": (1, np.trunc), "round": (1, np.rint),
     "isnan": (1, np.isnan), "isinf": (1, np.isinf), "isfinite": (1, np.isfinite),
-    "rsqrt": (1, None), "sigmoid": (1, None), "relu": (1, None), "relu_grad": (2, None), "erf": (1, None), "gelu": (1, None), "gelu_grad": (2, None), "silu": (1, None),
+    "rsqrt": (1, None), "sigmoid": (1, None), "relu": (1, None), "relu_grad": (2, None), "erf": (1, None), "gelu": (1, None), "normal_cdf": (1, None), "gelu_grad": (3, None), "silu": (1, None),
     "leaky_relu": (2, None), "elu": (2, None), "softplus": (3, None), "clip": (3, np.clip),
 }
 "The elementwise ops every backend's `map` knows: how many inputs each takes, and the NumPy ufunc whose dtype rules it follows."
@@ -275,7 +275,7 @@ def float16_to_float32(h: np.ndarray) -> np.ndarray:
     return out.view(np.float32)
 
 # %% ../nbs/02b_backend.ipynb #aefcd132
-_KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "relu_grad": K.relu_grad, "erf": K.erf, "gelu": K.gelu, "gelu_grad": K.gelu_grad, "silu": K.silu,
+_KERNELS = {"rsqrt": K.rsqrt, "sigmoid": K.sigmoid, "relu": K.relu, "relu_grad": K.relu_grad, "erf": K.erf, "gelu": K.gelu, "normal_cdf": K.normal_cdf, "gelu_grad": K.gelu_grad, "silu": K.silu,
             "leaky_relu": K.leaky_relu, "elu": K.elu, "softplus": K.softplus}
 _CPU_MAP = {op: _KERNELS.get(op, ufunc) for op, (_, ufunc) in OPS.items()}   # what runs each elementwise op on the CPU
 

@@ -544,10 +544,12 @@ def _erf(x): return math.erf(x)
 @device_function
 def _gelu(x): return 0.5 * x * math.erfc(-x * 0.7071067811865476)
 @device_function
-def _gelu_grad(g, x): return g * (0.5 * math.erfc(-x * 0.7071067811865476) + x * math.exp(-0.5 * x * x) * 0.3989422804014327)
+def _normal_cdf(x): return 0.5 * math.erfc(-x * 0.7071067811865476)
+@device_function
+def _gelu_grad(g, x, cdf): return g * (cdf + x * math.exp(-0.5 * x * x) * 0.3989422804014327)
 
 ACTIVATIONS = {name: device_function(getattr(K, name).fn) for name in ("relu_grad", "leaky_relu", "elu", "softplus", "rsqrt")}
-ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, erf=_erf, gelu=_gelu, gelu_grad=_gelu_grad, clip=_clip)
+ACTIVATIONS.update(sigmoid=sigmoid, relu=relu, silu=_silu, erf=_erf, gelu=_gelu, normal_cdf=_normal_cdf, gelu_grad=_gelu_grad, clip=_clip)
 "The device function behind each elementwise op of the backend interface that has no NumPy ufunc."
 
 # %% ../nbs/15_gpu.ipynb #7088a314

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['fast_exp', 'ERFC_POLY', 'ERF_TAYLOR', 'fast_erf', 'fast_erfc', 'PARALLEL_MIN_SIZE', 'OPENMP_SPIN_COUNT',
            'PARALLEL_MIN_COMPUTE', 'elementwise', 'exp32', 'float32_or_exact', 'float_like', 'erfc32', 'erf32',
-           'sigmoid', 'relu', 'relu_grad', 'leaky_relu', 'elu', 'erf', 'gelu', 'gelu_grad', 'silu', 'softplus', 'rsqrt',
-           'mul_add', 'start_threads', 'serial_and_parallel', 'dense_alike', 'sum', 'softmax', 'log_softmax',
-           'logsumexp', 'scaled_exp', 'scatter_add', 'check_range', 'matmul']
+           'sigmoid', 'relu', 'relu_grad', 'leaky_relu', 'elu', 'erf', 'gelu', 'normal_cdf', 'gelu_grad', 'silu',
+           'softplus', 'rsqrt', 'mul_add', 'start_threads', 'serial_and_parallel', 'dense_alike', 'sum', 'softmax',
+           'log_softmax', 'logsumexp', 'scaled_exp', 'scatter_add', 'check_range', 'matmul']
 
 # %% ../nbs/02_kernels.ipynb #b7383208
 import functools
@@ -159,18 +159,14 @@ def gelu(x):
     return x * _phi(x)
 
 @elementwise(1)
-def _normal_cdf(x):
-    "Φ(x) over arrays."
+def normal_cdf(x):
+    "Φ(x) over arrays (GELU's forward keeps it for its backward)."
     return _phi(x)
 
 @elementwise(3)
-def _gelu_grad_from_cdf(g, x, cdf):
-    "g (Φ(x) + x φ(x)) given Φ(x), φ the standard normal density."
+def gelu_grad(g, x, cdf):
+    "GELU's backward, g (Φ(x) + x φ(x)), given Φ(x) = `cdf` (φ the standard normal density): with erfc and exp in one loop body LLVM stopped vectorising it (15× slower), so Φ comes from a pass of its own."
     return g * (cdf + x * fast_exp(-float_like(x, 0.5) * x * x) * float_like(x, 0.3989422804014327))
-
-def gelu_grad(g, x):
-    "GELU's backward, g (Φ(x) + x φ(x)), in two passes: with erfc and exp in one loop body LLVM stopped vectorising it (15× slower)."
-    return _gelu_grad_from_cdf(g, x, _normal_cdf(x))
 
 @elementwise(1)
 def silu(x):
@@ -235,7 +231,7 @@ def dense_alike(arrays) -> bool:
     return a0.__class__ is np.ndarray and a0.dtype.type in (np.float32, np.float64) and all(
         a.__class__ is np.ndarray and a.flags.c_contiguous and a.shape == a0.shape and a.dtype == a0.dtype for a in arrays)
 
-_sigmoid1, _silu1, _gelu1, _normal_cdf1, _gelu_grad1 = (njit(inline="always")(k.fn) for k in (sigmoid, silu, gelu, _normal_cdf, _gelu_grad_from_cdf))
+_sigmoid1, _silu1, _gelu1, _normal_cdf1, _gelu_grad1 = (njit(inline="always")(k.fn) for k in (sigmoid, silu, gelu, normal_cdf, gelu_grad))
 
 @serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
 def _sigmoid_loop(x, out):
@@ -257,7 +253,7 @@ def _normal_cdf_loop(x, out):
 def _gelu_grad_loop(g, x, cdf, out):
     for i in prange(x.size): out[i] = _gelu_grad1(g[i], x[i], cdf[i])
 
-sigmoid.loop, silu.loop, gelu.loop, _normal_cdf.loop, _gelu_grad_from_cdf.loop = _sigmoid_loop, _silu_loop, _gelu_loop, _normal_cdf_loop, _gelu_grad_loop
+sigmoid.loop, silu.loop, gelu.loop, normal_cdf.loop, gelu_grad.loop = _sigmoid_loop, _silu_loop, _gelu_loop, _normal_cdf_loop, _gelu_grad_loop
 
 # %% ../nbs/02_kernels.ipynb #b336f42b
 _fast = {"reassoc", "contract", "nsz", "arcp"}

@@ -547,17 +547,20 @@ def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; retu
 
 erf = unary_function("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
 class Gelu(Function):
-    "x Φ(x), Φ the standard normal CDF. Backward, g (Φ(x) + x φ(x)), is one fused pass (`gelu_grad`) unless it is itself recorded."
+    "x Φ(x), Φ the standard normal CDF. Backward, g (Φ(x) + x φ(x)), is one fused pass (`gelu_grad`) from the Φ(x) the forward kept, unless it is itself recorded."
     @staticmethod
     def forward(ctx, x):
+        B = x.backend
         ctx.save_for_backward(x)
-        return Tensor(x.backend.map("gelu", x._a))
+        if not x.requires_grad: return Tensor(B.map("gelu", x._a))      # no backward to come: one pass
+        ctx.cdf = B.map("normal_cdf", x._a)                              # kept: the backward would compute it again
+        return Tensor(B.map("mul", x._a, ctx.cdf))
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
         if is_grad_enabled():                                              # building a second derivative: tensor ops
             return g * (0.5 * (1 + (x * (1 / math.sqrt(2))).erf()) + x * (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi)))
-        return Tensor(_backend(g, x).map("gelu_grad", g._a, x._a))
+        return Tensor(_backend(g, x).map("gelu_grad", g._a, x._a, ctx.cdf))
 
 def gelu(x, approximate: str = "none"):
     "Gaussian error linear unit, x Φ(x): exact (PyTorch's default), or `approximate='tanh'`, the form GPT-2 was trained with."
