@@ -340,7 +340,7 @@ class LSTMLayerFn(Function):
         B, (T, n, H4), H = xw.backend, xw.shape, W_hh.shape[1]
         h0, c0 = (Tensor(B.full((n, H), 0, xw.dtype)) if s is None else s for s in (h0, c0))     # no state given: zeros of this batch's size
         hcs, ctx.acts, x = B.empty((T, 2, n, H), xw.dtype), B.empty((T, n * H4), xw.dtype), B.reshape(flat(B, xw._a), (T, n * H4))
-        W_t, hidden, h, c = B.permute(W_hh._a, (1, 0)), hyper_type(xw)(H), h0._a, flat(B, c0._a)
+        W_t, hidden, h, c = B.copy(B.permute(W_hh._a, (1, 0))), hyper_type(xw)(H), h0._a, flat(B, c0._a)   # W_hhᵀ row-major, once: each step's GEMM reads it faster
         for t in _steps(T, reverse):
             hc = B.getitem(hcs, t)
             B.update(lstm_cell_update, (c, B.getitem(x, t), flat(B, B.matmul(h, W_t)), B.getitem(ctx.acts, t), B.reshape(hc, (-1,))), (hidden,))
