@@ -14,7 +14,6 @@ import signal
 import time
 from pathlib import Path
 import numpy as np
-import matplotlib.pyplot as plt
 from . import optim
 from .autograd import inference_mode, no_grad
 from .data import DataLoader
@@ -243,6 +242,7 @@ class Recorder(Callback):
         self.values.append({"epoch": self.learn.epoch, **self.summary(), "time": time.perf_counter() - self.t_epoch})
     def plot_loss(self, skip_start: int = 5, with_valid: bool = True, ax=None):
         "Training loss per batch (smoothed) and validation loss per epoch."
+        import matplotlib.pyplot as plt                   # only when drawing: pyplot takes a third of a second to import
         ax = ax or plt.subplots(figsize=(6, 3.5))[1]
         losses = np.array(self.losses)
         ax.plot(range(skip_start, len(losses)), losses[skip_start:], alpha=0.4, label="train (batch)")
@@ -254,6 +254,7 @@ class Recorder(Callback):
             ax.plot([(i + 1) * per for i in range(len(self.values))], [v["valid_loss"] for v in self.values], "o-", label="valid")
         ax.set_xlabel("batch"); ax.set_ylabel("loss"); ax.legend(); return ax
     def plot_lr(self, ax=None):
+        import matplotlib.pyplot as plt
         ax = ax or plt.subplots(figsize=(6, 3))[1]
         ax.plot(self.lrs); ax.set_xlabel("batch"); ax.set_ylabel("learning rate"); return ax
 
@@ -371,6 +372,7 @@ def _lr_find(self, start_lr=1e-7, end_lr=10.0, num_it=100, show_plot=True):
     grads = np.gradient(losses[keep], np.log(lrs[keep]))
     suggestion = float(lrs[keep][np.argmin(grads)])
     if show_plot:
+        import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.semilogx(lrs, losses); ax.axvline(suggestion, color="r", ls="--", label=f"steepest: {suggestion:.1e}")
         ax.set_xlabel("learning rate"); ax.set_ylabel("smoothed loss"); ax.legend()
@@ -402,12 +404,14 @@ class ActivationStats(Callback):
     def after_fit(self):
         for h in self.handles: h.remove()
     def plot_stats(self):
+        import matplotlib.pyplot as plt
         fig, axs = plt.subplots(1, 2, figsize=(9, 3))
         for i, s in enumerate(self.stats):
             axs[0].plot(s["mean"], label=f"layer {i}"); axs[1].plot(s["std"], label=f"layer {i}")
         axs[0].set_title("mean"); axs[1].set_title("std"); axs[0].legend(fontsize=7); return axs
     def color_dim(self):
         "Histogram of each layer's activations over time (log scale): the colorful dimension."
+        import matplotlib.pyplot as plt
         fig, axs = plt.subplots(1, len(self.stats), figsize=(3 * len(self.stats), 2.5), squeeze=False)
         for ax, s in zip(axs[0], self.stats):
             h = np.stack(s["hist"]).T.astype(float)

@@ -21,7 +21,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-import matplotlib.pyplot as plt
 import numpy as np
 import minidl
 from .distributed import get_rank, is_initialized
@@ -252,7 +251,9 @@ class SummaryWriter:
         "A matplotlib figure, rendered to an image (and closed, unless `close=False`)."
         figure.canvas.draw()
         self.add_image(tag, np.asarray(figure.canvas.buffer_rgba())[:, :, :3], global_step, walltime, dataformats="HWC")   # opaque: RGB
-        if close: plt.close(figure)
+        if close:
+            import matplotlib.pyplot as plt                      # (loaded already: the figure is pyplot's)
+            plt.close(figure)
 
     def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete: dict = None, run_name: str = None, global_step=None):
         "A run's hyper-parameters and the metrics they led to, for TensorBoard's HParams tab, in a run folder of their own: log_dir/run_name (default: the time)."
