@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange, uint64
 from .autograd import Function
 from .backend import cpu_backend, implement
-from .kernels import PARALLEL_MIN_COMPUTE, serial_and_parallel
+from .kernels import serial_and_parallel
 from .layers import BatchNormBase, Module, Parameter, kaiming_uniform_, uniform_
 from .more_ops import index_select
 from .ops import gather
@@ -33,7 +33,7 @@ def _inside(off, s, n, out):
     lo = min(max(0, -(off // s)), out)
     return lo, min(max((n - 1 - off) // s + 1, lo), out)
 
-@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+@serial_and_parallel
 def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     "cols[n, (c*kh + i)*kw + j, p, q] = x[n, c, p*sh - ph + i*dh, q*sw - pw + j*dw], zero outside x."
     N, C, H, W = x.shape
@@ -54,7 +54,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
                     for q in range(hi, OW): cols[n, r, p, uint64(q)] = 0
                     for q in range(lo, hi): cols[n, r, p, uint64(q)] = x[n, c, ih, uint64(q * sw + off)]
 
-@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+@serial_and_parallel
 def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, x):
     "The adjoint of `_im2col`: add each column entry back to the pixel it was copied from (x must start at zero)."
     N, C, H, W = x.shape
@@ -517,7 +517,7 @@ def _taps(out, n, k, s, pad, d):
         hi[o] = max(min(k, (n - 1 - start) // d + 1), lo[o])   # one past the last i with start + i*d < n
     return lo, hi
 
-@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+@serial_and_parallel
 def _max_pool(x, kh, kw, sh, sw, ph, pw, dh, dw, out, idx):
     "Max over each window (padding = -inf); idx = the flat (h*W + w) position of the winner (-1: the window is all padding); NaN wins, as in PyTorch."
     N, C, H, W = x.shape
@@ -547,7 +547,7 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, dh, dw, out, idx):
                             if x[n, c, h, w] != x[n, c, h, w]: best, bi = x[n, c, h, w], h * W + w
                 out[n, c, p, q], idx[n, c, p, q] = best, bi
 
-@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+@serial_and_parallel
 def _max_pool_2x2(x, out, idx):
     "The common case unrolled: 2×2 windows, stride 2, all inside the input. Returns whether some input may be NaN (then the general kernel redoes it)."
     N, C, H, W = x.shape
@@ -569,7 +569,7 @@ def _max_pool_2x2(x, out, idx):
                 total += v0 + v1 + v2 + v3       # NaN anywhere makes the sum NaN (so may inf - inf: a harmless redo)
     return total != total
 
-@serial_and_parallel(min_size=PARALLEL_MIN_COMPUTE)
+@serial_and_parallel
 def _max_pool_backward(gy, idx, dx):
     N, C, OH, OW = gy.shape
     planes = dx.reshape(N * C, -1)                # each (H, W) plane flat: the winner's index is its position, no division
