@@ -7,16 +7,16 @@ __all__ = ['ReLU', 'SiLU', 'Tanh', 'Sigmoid', 'layer_norm_update', 'layer_norm_g
            'CrossEntropyLoss', 'NLLLoss', 'MSELoss', 'L1Loss', 'SmoothL1Loss', 'BCELoss', 'BCEWithLogitsLoss', 'ReLU6',
            'Hardsigmoid', 'Hardswish', 'Mish', 'LogSigmoid', 'Softsign', 'HuberLoss', 'KLDivLoss', 'Parameter',
            'Module', 'calculate_gain', 'uniform_', 'normal_', 'constant_', 'zeros_', 'ones_', 'trunc_normal_',
-           'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'linear', 'Linear', 'Identity',
-           'Flatten', 'Sequential', 'ModuleList', 'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax', 'LogSoftmax', 'Dropout',
-           'dropout', 'Embed', 'embedding', 'Embedding', 'layer_norm_row', 'layer_norm_grad_row',
-           'layer_norm_param_grad_column', 'layer_norm', 'LayerNormFn', 'LayerNorm', 'BatchNormBase', 'BatchNorm1d',
-           'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss', 'smooth_l1_loss',
-           'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6', 'hardsigmoid', 'hardswish',
-           'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize', 'cosine_similarity', 'pairwise_distance',
-           'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d', 'dropout2d', 'Dropout1d', 'Dropout2d',
-           'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance', 'register_forward_pre_hook',
-           'register_forward_hook', 'register_full_backward_hook']
+           'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'LinearFn', 'linear', 'Linear',
+           'Identity', 'Flatten', 'Sequential', 'ModuleList', 'ModuleDict', 'GELU', 'LeakyReLU', 'Softmax',
+           'LogSoftmax', 'Dropout', 'dropout', 'Embed', 'embedding', 'Embedding', 'layer_norm_row',
+           'layer_norm_grad_row', 'layer_norm_param_grad_column', 'layer_norm', 'LayerNormFn', 'LayerNorm',
+           'BatchNormBase', 'BatchNorm1d', 'CrossEntropyFn', 'cross_entropy', 'nll_loss', 'mse_loss', 'l1_loss',
+           'smooth_l1_loss', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'hardtanh', 'relu6',
+           'hardsigmoid', 'hardswish', 'mish', 'logsigmoid', 'softsign', 'softmin', 'glu', 'normalize',
+           'cosine_similarity', 'pairwise_distance', 'huber_loss', 'kl_div', 'Hardtanh', 'ELU', 'Softplus', 'dropout1d',
+           'dropout2d', 'Dropout1d', 'Dropout2d', 'GLU', 'Softmin', 'CosineSimilarity', 'PairwiseDistance',
+           'register_forward_pre_hook', 'register_forward_hook', 'register_full_backward_hook']
 
 # %% ../nbs/06_nn.ipynb #5b2a7ce0
 import math
@@ -253,10 +253,38 @@ def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
     return normal_(t, 0.0, _kaiming_std(t, a, mode, nonlinearity))
 
 # %% ../nbs/06_nn.ipynb #b974d460
+class LinearFn(Function):
+    "x @ weightᵀ + bias as one op: one GEMM over all the leading rows, the bias added to its output."
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        B, lead, (n_out, n_in) = x.backend, x._shape[:-1], weight._shape
+        y = B.matmul(B.reshape(x._a, (math.prod(lead), n_in)), B.permute(weight._a, (1, 0)))
+        if bias is not None: y = B.map("add", y, bias._a)
+        ctx.save_for_backward(x, weight)
+        return Tensor(B.reshape(y, lead + (n_out,)))
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        rows, (n_out, n_in) = math.prod(x._shape[:-1]), weight._shape
+        if is_grad_enabled():                  # building a second derivative: the same formulas as tensor ops
+            g2 = g.reshape(rows, n_out)
+            return (g @ weight if need_x else None, g2.mT @ x.reshape(rows, n_in) if need_w else None, g2.sum(0) if need_b else None)
+        B = g.backend
+        g2 = B.reshape(g._a, (rows, n_out))
+        return (Tensor(B.reshape(B.matmul(g2, weight._a), x._shape)) if need_x else None,
+                Tensor(B.matmul(B.permute(g2, (1, 0)), B.reshape(x._a, (rows, n_in)))) if need_w else None,
+                Tensor(B.sum(g2, (0,), False)) if need_b else None)
+
 def linear(x, weight, bias=None):
-    "x @ weight.T + bias."
-    y = x @ weight.T
-    return y + bias if bias is not None else y
+    "x @ weight.T + bias, as one op (`LinearFn`)."
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"linear: expected an input (…, in), a weight (out, in) and a bias (out,) or None; got shapes {tuple(x.shape)}, "
+                         f"{tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}")
+    for t, name in ((weight, "weight"), (bias, "bias")):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise RuntimeError(f"linear: the input is {x.dtype} on {x.device} but the {name} is {t.dtype} on {t.device}; convert one with .to()")
+    return LinearFn.apply(x, weight, bias)
 
 class Linear(Module):
     "y = x @ weight.T + bias."

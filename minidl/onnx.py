@@ -116,6 +116,13 @@ def converts(*names):
 @converts("Add", "Sub", "Mul", "Div", "Pow", "MatMul")
 def _binary(g, op): return g.node(op.fn.__name__, [g.name_of(op.args[0]), g.name_of(op.args[1])])
 
+@converts("LinearFn")
+def _linear(g, op):
+    "Lesson 06's linear layer: MatMul by the transposed weight (any number of leading dims), then Add the bias."
+    x, weight, bias = op.args
+    y = g.node("MatMul", [g.name_of(x), g.node("Transpose", [g.name_of(weight)], perm=[1, 0])])
+    return y if bias is None else g.node("Add", [y, g.name_of(bias)])
+
 @converts("Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Erf", "Abs", "Sin", "Cos")
 def _unary(g, op): return g.node(op.fn.__name__, [g.name_of(op.args[0])])
 

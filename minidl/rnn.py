@@ -15,31 +15,29 @@ from . import kernels as K
 from . import ops
 from .autograd import Function, is_grad_enabled
 from .backend import UpdateRule
-from .layers import Module, Parameter, dropout, uniform_
+from .layers import Module, Parameter, dropout, linear, uniform_
 from .ops import flat
 from .optim import hyper_type
 from .tensor import Tensor, zeros
 
 # %% ../nbs/18_rnn.ipynb #8aa3b5e5
 def _rnn_tanh(xw, h, c, W_hh, b_hh):
-    return ops.tanh(xw + _project(h, W_hh, b_hh)), None
+    return ops.tanh(xw + linear(h, W_hh, b_hh)), None
 
 def _rnn_relu(xw, h, c, W_hh, b_hh):
-    return ops.relu(xw + _project(h, W_hh, b_hh)), None
+    return ops.relu(xw + linear(h, W_hh, b_hh)), None
 
 def _lstm(xw, h, c, W_hh, b_hh):
-    i, f, g, o = ops.chunk(xw + _project(h, W_hh, b_hh), 4, -1)
+    i, f, g, o = ops.chunk(xw + linear(h, W_hh, b_hh), 4, -1)
     c = f.sigmoid() * c + i.sigmoid() * g.tanh()
     return o.sigmoid() * c.tanh(), c
 
 def _gru(xw, h, c, W_hh, b_hh):
     xr, xz, xn = ops.chunk(xw, 3, -1)
-    hr, hz, hn = ops.chunk(_project(h, W_hh, b_hh), 3, -1)
+    hr, hz, hn = ops.chunk(linear(h, W_hh, b_hh), 3, -1)
     r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
     n = (xn + r * hn).tanh()
     return (1 - z) * n + z * h, None
-
-def _project(h, W, b): return h @ W.T + b if b is not None else h @ W.T
 
 CELLS = {"RNN_TANH": (_rnn_tanh, 1), "RNN_RELU": (_rnn_relu, 1), "LSTM": (_lstm, 4), "GRU": (_gru, 3)}
 "Each recurrence: its step function and how many gate blocks its weights stack."
@@ -119,7 +117,7 @@ class RNNBase(Module):
                     c = h if self.mode == "LSTM" else None
                 if self.mode in LAYERS: seq, h, c = LAYERS[self.mode](x, h, c, W_ih, W_hh, b_ih, b_hh, d == 1)
                 else:
-                    xw = _project(x, W_ih, b_ih)                 # every step's input projection in one product
+                    xw = linear(x, W_ih, b_ih)                 # every step's input projection in one product
                     seq = [None] * T
                     for t in (range(T) if d == 0 else reversed(range(T))):
                         h, c = step(xw[t], h, c, W_hh, b_hh)
@@ -183,7 +181,7 @@ class _CellBase(Module):
             if len(states) != (2 if self.mode == "LSTM" else 1):
                 raise ValueError(f"{type(self).__name__}: expected {'a tuple (h_0, c_0)' if self.mode == 'LSTM' else 'one state h_0'}, got {len(states)} tensors")
             if unbatched: states = tuple(s.unsqueeze(0) for s in states)
-        h, c = CELLS[self.mode][0](_project(x, self.weight_ih, self.bias_ih), states[0], states[1] if len(states) > 1 else None, self.weight_hh, self.bias_hh)
+        h, c = CELLS[self.mode][0](linear(x, self.weight_ih, self.bias_ih), states[0], states[1] if len(states) > 1 else None, self.weight_hh, self.bias_hh)
         if unbatched: h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
         return (h, c) if self.mode == "LSTM" else h
     def extra_repr(self): return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
@@ -309,7 +307,7 @@ class LSTMCellFn(Function):
 
 def _lstm_fused(xw, h, c, W_hh, b_hh):
     "One LSTM step: the two halves of the gates' pre-activations by tensor ops, the rest by `LSTMCellFn`."
-    hc = LSTMCellFn.apply(xw, _project(h, W_hh, b_hh), c)
+    hc = LSTMCellFn.apply(xw, linear(h, W_hh, b_hh), c)
     return hc[0], hc[1]
 
 CELLS["LSTM"] = (_lstm_fused, 4)      # from here on, nn.LSTM and nn.LSTMCell step with the fused cell
@@ -371,7 +369,7 @@ class LSTMLayerFn(Function):
 def lstm_layer(x, h, c, W_ih, W_hh, b_ih, b_hh, reverse: bool) -> tuple:
     "One direction of one LSTM layer over x (T, N, features): (every step's h (T, N, H), the last h, the last c), by `LSTMLayerFn`."
     if b_hh is not None: b_ih = b_hh if b_ih is None else b_ih + b_hh         # both biases as one, added with the projection
-    hcs = LSTMLayerFn.apply(_project(x, W_ih, b_ih), h, c, W_hh, reverse)
+    hcs = LSTMLayerFn.apply(linear(x, W_ih, b_ih), h, c, W_hh, reverse)
     last = hcs[0] if reverse else hcs[-1]
     return hcs[:, 0], last[0], last[1]
 
