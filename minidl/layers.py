@@ -559,7 +559,7 @@ def _fused_layer_norm_grad(g, xhat, rstd, weight, n):
     return Tensor(gx), Tensor(dw), Tensor(db)
 
 class LayerNormFn(Function):
-    "Layer normalisation as one op: the forward by one kernel (`layer_norm_update`), the backward in closed form (for the input, by `layer_norm_grad_update`)."
+    "Layer normalisation as one op: the forward by one kernel (`layer_norm_update`), the backward in closed form (the input's by `layer_norm_grad_update`, the weight's and bias's by `layer_norm_param_grad_update`)."
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps):
         fused = _fused_layer_norm(x, weight, bias, dims, eps)
