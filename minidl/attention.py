@@ -17,7 +17,7 @@ from . import kernels as K
 from .autograd import Function
 from .backend import UpdateRule
 from . import conv
-from .layers import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, dropout, xavier_normal_, xavier_uniform_, zeros_
+from .layers import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, dropout, linear, xavier_normal_, xavier_uniform_, zeros_
 from .ops import flat
 from .optim import hyper_type
 from .more_ops import all as all_, masked_fill, repeat_interleave, tril
@@ -138,7 +138,7 @@ class MultiheadAttention(Module):
         if E != self.embed_dim: raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but got {E}")
         W = ops.chunk(self.in_proj_weight, 3, 0) if self._qkv_same_embed_dim else (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
         b = ops.chunk(self.in_proj_bias, 3, 0) if self.in_proj_bias is not None else (None,) * 3
-        q, k, v = (x @ w.T if bias is None else x @ w.T + bias for x, w, bias in zip((query, key, value), W, b))     # (n, N, E)
+        q, k, v = (linear(x, w, bias) for x, w, bias in zip((query, key, value), W, b))     # (n, N, E)
         added = 0                                                # key positions added after the sequence: masks get a column each
         if self.bias_k is not None:
             k, v = ops.cat([k, self.bias_k.expand(1, N, E)]), ops.cat([v, self.bias_v.expand(1, N, E)])
