@@ -86,15 +86,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     if enable_gqa and key.shape[-3] != query.shape[-3]:            # grouped-query attention: each key/value head serves several query heads
         key, value = (repeat_interleave(t, query.shape[-3] // key.shape[-3], dim=-3) for t in (key, value))
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1)
     if is_causal:
         if attn_mask is not None: raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True")
-        weights = CausalSoftmax.apply(query @ key.transpose(-2, -1), scale)           # the scale applied inside the kernel
+        weights = CausalSoftmax.apply(scores, scale)                                   # the scale applied inside the kernel
     elif attn_mask is not None:
-        scores = (query @ key.transpose(-2, -1)) * scale
+        scores = scores * scale
         scores = masked_fill(scores, ~attn_mask, float("-inf")) if attn_mask.dtype == np.dtype(bool) else scores + attn_mask
         weights = ops.softmax(scores, -1)
         weights = ops.where(all_(scores == float("-inf"), -1, keepdim=True), 0.0, weights)   # nowhere to attend: 0
-    else: weights = ops.softmax((query @ key.transpose(-2, -1)) * scale, -1)
+    else: weights = ops.softmax(scores * scale, -1)
     if dropout_p > 0: weights = dropout(weights, dropout_p)
     return weights @ value
 

@@ -278,7 +278,8 @@ class LinearFn(Function):
 
 def linear(x, weight, bias=None):
     "x @ weight.T + bias, as one op (`LinearFn`)."
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
+    xs, ws = x._shape, weight._shape                   # (plain tuples: this check runs for every layer call)
+    if len(ws) != 2 or not xs or xs[-1] != ws[1] or (bias is not None and bias._shape != ws[:1]):
         raise ValueError(f"linear: expected an input (…, in), a weight (out, in) and a bias (out,) or None; got shapes {tuple(x.shape)}, "
                          f"{tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}")
     for t, name in ((weight, "weight"), (bias, "bias")):
