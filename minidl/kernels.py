@@ -208,8 +208,10 @@ def start_threads():
         if not chosen: del os.environ["GOMP_SPINCOUNT"]
 
 def serial_and_parallel(fn=None, min_size: int = PARALLEL_MIN_SIZE, **options):
-    "Compile `fn` twice, serial and with `parallel=True`; return a function that picks one by `size` (parallel from `min_size` elements)."
+    """Compile `fn` twice, serial and with `parallel=True`; return a function that picks one by `size` (parallel from `min_size` elements).
+    Both use NumPy's error model unless `options` say otherwise (a division by zero gives inf or NaN; below)."""
     if fn is None: return lambda f: serial_and_parallel(f, min_size, **options)
+    options = {"error_model": "numpy", **options}
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__, fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_parallel"
     serial = njit(cache=True, **options)(fn)
@@ -335,7 +337,7 @@ def _subtract_twice(r, o, m, log_s):
     "o = (r - m) - log_s, in this order: m + log_s would round to the float grid at the row's scale."
     for k in range(r.size): o[k] = (r[k] - m) - log_s
 
-@serial_and_parallel(fastmath={"contract", "nsz", "reassoc"}, error_model="numpy")
+@serial_and_parallel(fastmath={"contract", "nsz", "reassoc"})
 def _softmax_rows(x, out, mode):
     "mode 0: softmax into out (M, K); 1: log-softmax into out (M, K); 2: logsumexp into out[:, 0]."
     for i in prange(x.shape[0]):

@@ -140,7 +140,7 @@ def sgd_element(i, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, f
         d = d + momentum * b if nesterov else b
     p[i] -= lr * d
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _sgd_loop(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     for i in range(p.size): sgd_element(i, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
 
@@ -180,7 +180,7 @@ def adam_element(i, p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decou
         vmax[i] = max(vmax[i], vi); vi = vmax[i]
     p[i] -= lr / bc1 * m[i] / (math.sqrt(vi) / math.sqrt(bc2) + eps)
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _adam_loop(p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2):
     for i in range(p.size): adam_element(i, p, g, m, v, vmax, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, bc1, bc2)
 
@@ -232,7 +232,7 @@ def rmsprop_element(i, p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, moment
     else:
         p[i] -= lr * gi / avg
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _rmsprop_loop(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered):
     for i in range(p.size): rmsprop_element(i, p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered)
 
@@ -243,7 +243,7 @@ def adagrad_element(i, p, g, acc, clr, eps, weight_decay):
     acc[i] += gi * gi
     p[i] -= clr * gi / (math.sqrt(acc[i]) + eps)
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _adagrad_loop(p, g, acc, clr, eps, weight_decay):
     for i in range(p.size): adagrad_element(i, p, g, acc, clr, eps, weight_decay)
 
@@ -283,7 +283,7 @@ def adadelta_element(i, p, g, sq, acc_delta, lr, rho, eps, weight_decay):
     acc_delta[i] = rho * acc_delta[i] + (1 - rho) * delta * delta
     p[i] -= lr * delta
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _adadelta_loop(p, g, sq, acc_delta, lr, rho, eps, weight_decay):
     for i in range(p.size): adadelta_element(i, p, g, sq, acc_delta, lr, rho, eps, weight_decay)
 
@@ -295,7 +295,7 @@ def adamax_element(i, p, g, m, u, clr, beta1, beta2, eps, weight_decay):
     u[i] = max(beta2 * u[i], abs(gi) + eps)
     p[i] -= clr * m[i] / u[i]
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _adamax_loop(p, g, m, u, clr, beta1, beta2, eps, weight_decay):
     for i in range(p.size): adamax_element(i, p, g, m, u, clr, beta1, beta2, eps, weight_decay)
 
@@ -310,7 +310,7 @@ def nadam_element(i, p, g, m, v, c_grad, c_avg, beta1, beta2, eps, weight_decay,
     denom = math.sqrt(v[i] / bc2) + eps
     p[i] -= (c_grad * gi + c_avg * m[i]) / denom
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
 def _nadam_loop(p, g, m, v, c_grad, c_avg, beta1, beta2, eps, weight_decay, decoupled, lr, bc2):
     for i in range(p.size): nadam_element(i, p, g, m, v, c_grad, c_avg, beta1, beta2, eps, weight_decay, decoupled, lr, bc2)
 
