@@ -80,7 +80,7 @@ dtypes = (float32, float64, float16, *([bfloat16] if isinstance(bfloat16, np.dty
 
 def is_floating(dt: np.dtype) -> bool:
     "Whether `dt` is a floating dtype (NumPy files ml_dtypes' bfloat16 under kind 'V', so `dt.kind == 'f'` misses it)."
-    return dt.kind == "f" or dt.name == "bfloat16"
+    return dt.kind == "f" or (dt.kind == "V" and dt.name == "bfloat16")      # (a dtype's name is slow to build: asked only of kind 'V')
 
 # %% ../nbs/00b_core.ipynb #9f8c0ffc
 def as_dtype(dtype) -> np.dtype:
