@@ -304,13 +304,14 @@ def sum(x: np.ndarray, axes=None, keepdim=False) -> np.ndarray:
         _sum_all(flat.size)(flat, acc)
         res = acc.reshape(())
     elif x.flags.c_contiguous and axes == tuple(range(len(axes))):     # leading axes: columns
-        x2 = x.reshape(int(np.prod([x.shape[a] for a in axes])), int(np.prod(out_shape)))
+        x2 = x.reshape(math.prod([x.shape[a] for a in axes]), math.prod(out_shape))   # (math.prod: np.prod of a list costs microseconds)
         kernel = _sum_cols(x2.size)
         acc = np.zeros((numba.get_num_threads() if kernel is _sum_cols.parallel else 1, x2.shape[1]), acc_dtype)
         kernel(x2, acc)
-        res = acc.sum(0).reshape(out_shape)
+        res = (acc.sum(0) if acc.shape[0] > 1 else acc).reshape(out_shape)
     else:                                                             # trailing axes (after a move): rows
-        x2 = np.ascontiguousarray(x.transpose(keep + list(axes))).reshape(int(np.prod(out_shape)), int(np.prod([x.shape[a] for a in axes])))
+        moved = x if keep + list(axes) == list(range(x.ndim)) else x.transpose(keep + list(axes))
+        x2 = np.ascontiguousarray(moved).reshape(math.prod(out_shape), math.prod([x.shape[a] for a in axes]))
         acc = np.zeros(x2.shape[0], acc_dtype)
         _sum_rows(x2.size)(x2, acc)
         res = acc.reshape(out_shape)

@@ -648,25 +648,26 @@ def _reduction(r):
     return r
 
 class _ClassTargets:
-    "Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c] (spread is 0 without label smoothing); arrays of backend `B`."
-    def __init__(self, B, t, hit, spread, w, smoothing: bool):
-        self.B, self.t, self.hit, self.spread, self.w, self.smoothing = B, t, hit, spread, w, smoothing
+    """Target weights of class indices, kept sparse: q[i, c] = hit[i]·[c = t[i]] + spread[i]·w[c], arrays of backend `B`;
+    `spread` is None without label smoothing (the common case: then q is `hit` at the targets and nothing else)."""
+    def __init__(self, B, t, classes: int, hit, spread=None, w=None):
+        self.B, self.t, self.classes, self.hit, self.spread, self.w = B, t, classes, hit, spread, w
         self.at = (B.arange(0, t.shape[0], 1, np.dtype(np.int64)), t)      # the (row, target) pairs
     def row_sums(self):
         B = self.B
-        return B.map("add", self.hit, B.map("mul", self.spread, B.sum(self.w, (0,), False)))
+        return self.hit if self.spread is None else B.map("add", self.hit, B.map("mul", self.spread, B.sum(self.w, (0,), False)))
     def row_dots(self, x):
         B = self.B
         d = B.map("mul", self.hit, B.getitem(x, self.at))
-        return B.map("add", d, B.map("mul", self.spread, B.sum(B.map("mul", x, self.w), (1,), False))) if self.smoothing else d
+        return d if self.spread is None else B.map("add", d, B.map("mul", self.spread, B.sum(B.map("mul", x, self.w), (1,), False)))
     def subtract_from(self, g, scale):
         "g -= scale[:, None] * q, in place."
         B = self.B
         B.setitem(g, self.at, B.map("sub", B.getitem(g, self.at), B.cast(B.map("mul", scale, self.hit), g.dtype)))
-        if self.smoothing: B.assign(g, B.map("sub", g, B.cast(B.map("mul", B.reshape(B.map("mul", scale, self.spread), (-1, 1)), self.w), g.dtype)))
+        if self.spread is not None: B.assign(g, B.map("sub", g, B.cast(B.map("mul", B.reshape(B.map("mul", scale, self.spread), (-1, 1)), self.w), g.dtype)))
     def dense(self):
         B = self.B
-        q = B.map("mul", B.reshape(self.spread, (-1, 1)), self.w)
+        q = B.full((self.t.shape[0], self.classes), 0, self.hit.dtype) if self.spread is None else B.map("mul", B.reshape(self.spread, (-1, 1)), self.w)
         B.setitem(q, self.at, B.map("add", B.getitem(q, self.at), self.hit))
         return q
 
@@ -731,8 +732,8 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
     if target.device != input.device:
         raise RuntimeError(f"cross_entropy: input is on {input.device} but target is on {target.device}; move them to one device")
     B, f64 = input.backend, np.dtype(np.float64)
-    w = B.full((C,), 1.0, f64) if weight is None else B.cast(weight._a, f64)
-    if w.shape != (C,): raise ValueError(f"cross_entropy: weight must have shape ({C},), got {w.shape}")
+    if weight is not None and weight._shape != (C,): raise ValueError(f"cross_entropy: weight must have shape ({C},), got {tuple(weight.shape)}")
+    w = None if weight is None else B.cast(weight._a, f64)
     eps = label_smoothing
     if probs and target.requires_grad and is_grad_enabled():       # the target learns too (distillation): tensor ops carry both gradients
         qt = target.permute(*last).reshape(-1, C) if spatial else target
@@ -741,14 +742,16 @@ def cross_entropy(input,                      # logits, (N, C) or (N, C, d…), 
         return losses.sum() / qt.shape[0] if reduction == "mean" else losses.sum()
     if probs:
         q = B.cast((target.permute(*last).reshape(-1, C) if spatial else target)._a, f64)
-        targets, denom = _ProbTargets(B, B.map("mul", B.map("add", B.map("mul", 1 - eps, q), eps / C), w)), B.full((), q.shape[0], f64)
+        q = B.map("add", B.map("mul", 1 - eps, q), eps / C)
+        targets, denom = _ProbTargets(B, q if w is None else B.map("mul", q, w)), B.full((), q.shape[0], f64)
     else:
         t = B.cast(B.reshape(target._a, (-1,)), np.dtype(np.int64))
         valid = B.map("ne", t, ignore_index)
         tv = B.where(valid, t, 0)
         B.check_range(tv, 0, C, f"cross_entropy: target {{}} is out of bounds for {C} classes")
-        wt = B.map("mul", B.getitem(w, tv), valid)                 # each row's class weight, 0 where ignored
-        targets = _ClassTargets(B, tv, B.map("mul", 1 - eps, wt), B.map("mul", eps / C, valid), w, eps > 0)
+        wt = B.cast(valid, f64) if w is None else B.map("mul", B.getitem(w, tv), valid)     # each row's class weight, 0 where ignored
+        if eps == 0: targets = _ClassTargets(B, tv, C, wt)
+        else: targets = _ClassTargets(B, tv, C, B.map("mul", 1 - eps, wt), B.map("mul", eps / C, valid), B.full((C,), 1.0, f64) if w is None else w)
         denom = B.sum(wt, (0,), False)
     loss = CrossEntropyFn.apply(x, targets, denom, reduction)
     return loss.reshape(input.shape[0], *spatial) if reduction == "none" and spatial else loss
