@@ -692,6 +692,7 @@ def _avg_bounds(n, k, s, p, out, include_pad):
     return lo, hi, size if include_pad else hi - lo
 
 def _avg_pool(name, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    if divisor_override is not None and divisor_override == 0: raise RuntimeError(f"{name}: divisor_override must be non-zero, got 0")     # (PyTorch's type)
     x4, undo, g = _pool_args(name, nd, input, kernel_size, stride, padding, 1, ceil_mode)
     (H, W), (kh, kw), (sh, sw), (ph, pw) = x4.shape[2:], g.kernel, g.stride, g.begin
     h0, h1, hs = _avg_bounds(H, kh, sh, ph, g.out[0], count_include_pad)
