@@ -51,14 +51,14 @@ def _causal_softmax_rows(lse, x, y, L, S, scale):
         m = scale * r[0]
         for k in range(1, seen): m = max(m, scale * r[k])
         if m == -np.inf: m = r.dtype.type(0)
-        s = r.dtype.type(0)
-        for k in range(seen):
+        s, zero = r.dtype.type(0), r.dtype.type(0)
+        for k in range(n):                  # the whole row, the masked keys zeroed by a select: a loop of one length vectorises
             e = K.fast_exp(scale * r[k] - m)
+            e = e if k < seen else zero
             o[k] = e
             s += e
         inv = 1 / s
-        for k in range(seen): o[k] *= inv
-        for k in range(seen, n): o[k] = 0
+        for k in range(n): o[k] = o[k] * inv if k < seen else zero
         lse[i] = m + math.log(s)
 
 causal_softmax_update = UpdateRule(causal_softmax_row, _causal_softmax_rows)
