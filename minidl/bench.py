@@ -6,10 +6,11 @@
 __all__ = ['SOFTMAX_OPS', 'QUIET_PAUSE', 'TIMED_WORK', 'PRECISIONS', 'GPT_CPU', 'WORKLOADS', 'QUIET_POOLS', 'END_TO_END',
            'interleaved', 'Table', 'met', 'targets_table', 'load_torch', 'machine_table', 'bench_matmul',
            'bench_elementwise', 'softmax_calls', 'bench_softmax', 'bench_autograd', 'timed_in_turns', 'mnist_shaped',
-           'mlp', 'mlp_epochs', 'bench_mlp_epoch', 'bench_conv2d', 'torch_lenet', 'lenet_epochs', 'bench_lenet_epoch',
-           'train_steps', 'bench_train_step', 'epoch_peak_mib', 'bench_memory', 'startup_times', 'bench_startup',
-           'bench_precision', 'torch_gpt', 'gpt_steps', 'lstm_steps', 'gpt_generation', 'bench_sequence',
-           'bench_distributed', 'bench_serve', 'bench_gpu', 'workload_env', 'run_workload', 'run', 'main']
+           'mlp', 'mlp_epochs', 'bench_mlp_epoch', 'conv_calls', 'bench_conv2d', 'torch_lenet', 'lenet_epochs',
+           'bench_lenet_epoch', 'train_steps', 'bench_train_step', 'epoch_peak_mib', 'bench_memory', 'startup_times',
+           'bench_startup', 'bench_precision', 'torch_gpt', 'gpt_steps', 'lstm_steps', 'gpt_generation',
+           'bench_sequence', 'bench_distributed', 'bench_serve', 'bench_gpu', 'workload_env', 'run_workload', 'run',
+           'main']
 
 # %% ../nbs/95_bench.ipynb #09d7935c
 import json
@@ -178,12 +179,11 @@ def softmax_calls(torch, case) -> dict:
 def bench_softmax(torch, shapes=((128, 10), (4096, 1000), (256, 10_000)), ops=SOFTMAX_OPS, rounds=5) -> Table:
     t = Table("softmax and cross-entropy over rows (float32)", ["shape", "op", "minidl / torch time", "minidl / numpy time"])
     frameworks = ("minidl", "numpy", "torch") if torch else ("minidl", "numpy")
-    for shape in shapes:
-        for op in ops:
-            r = timed_in_turns("softmax", frameworks, [*shape, op], rounds)
-            shape_s = "×".join(map(str, shape))
-            t.add(shape_s, op, r["minidl"] / r["torch"] if torch else None, r["minidl"] / r["numpy"])
-            t.check(f"{op} {shape_s}: minidl / torch time", r["minidl"] / r["torch"] if torch else None, "<=", 1.0)
+    cases = [(shape, op) for shape in shapes for op in ops]
+    for (shape, op), r in zip(cases, timed_in_turns([("softmax", [*shape, op]) for shape, op in cases], frameworks, rounds)):
+        shape_s = "×".join(map(str, shape))
+        t.add(shape_s, op, r["minidl"] / r["torch"] if torch else None, r["minidl"] / r["numpy"])
+        t.check(f"{op} {shape_s}: minidl / torch time", r["minidl"] / r["torch"] if torch else None, "<=", 1.0)
     t.notes.append("target: minidl / torch ≤ 1.0; the numpy cross-entropy computes the loss and its gradient (softmax − one-hot) by hand")
     t.notes.append("each framework in a worker process of its own with its default thread pools, timed in turns; a timed unit is up to "
                    "2,000 calls on the same logits (ten on the large shapes)")
@@ -217,38 +217,42 @@ def bench_autograd(torch, n=4) -> Table:
 _WORKER = """
 import json, sys, time
 from minidl import bench
-name, framework, arg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-work = bench.TIMED_WORK[name](bench.load_torch() if framework == "torch" else None, arg)[framework]
-work()
+framework, units = sys.argv[1], json.loads(sys.argv[2])
+torch = bench.load_torch() if framework == "torch" else None
+works = [bench.TIMED_WORK[name](torch, arg)[framework] for name, arg in units]
+for work in works: work()
 print("ready", flush=True)
-for _ in sys.stdin:
+for line in sys.stdin:
+    work = works[int(line)]
     t0 = time.perf_counter(); work(); print(time.perf_counter() - t0, flush=True)
 """
 
 QUIET_PAUSE = 0.3
 "Seconds to wait before each timed unit: longer than libgomp's default spin (milliseconds) and OpenBLAS's (2^28 cycles, about 0.1 s)."
 
-def timed_in_turns(name: str, frameworks, arg, rounds: int) -> dict:
-    """Median seconds of one unit of the work `name` (a `TIMED_WORK` entry, made with `arg`: a sample count, a case, anything JSON
-    can carry) for each framework, each in a process of its own, timed in turns A B A B …"""
-    workers = {fw: subprocess.Popen([sys.executable, "-c", _WORKER, name, fw, json.dumps(arg)], stdin=subprocess.PIPE,
+def timed_in_turns(units: list, frameworks, rounds: int) -> list:
+    """Median seconds of each unit of work in `units`, a list of (name, arg) — `name` a `TIMED_WORK` entry, made with `arg`: a sample
+    count, a case, anything JSON can carry — as one {framework: seconds} per unit. Each framework runs in a worker process of its own
+    (which makes every unit, and runs each once, before any timing starts); the frameworks are timed in turns A B A B …"""
+    workers = {fw: subprocess.Popen([sys.executable, "-c", _WORKER, fw, json.dumps(units)], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True) for fw in frameworks}
     def ask(fw, request=None):
         p = workers[fw]
         if request: p.stdin.write(request); p.stdin.flush()
         line = p.stdout.readline()
-        if not line: raise RuntimeError(f"the {fw} worker for {name} stopped (exit code {p.wait()})")
+        if not line: raise RuntimeError(f"the {fw} worker for {[name for name, _ in units]} stopped (exit code {p.wait()})")
         return line
     try:
         for fw in frameworks: ask(fw)                   # every warm-up unit done before any timing starts
-        times = {fw: [] for fw in frameworks}
+        times = [{fw: [] for fw in frameworks} for _ in units]
         for _ in range(rounds):
-            for fw in frameworks:
-                time.sleep(QUIET_PAUSE)                     # the last contender's idle threads stop spinning first
-                times[fw].append(float(ask(fw, "go\n")))
+            for i in range(len(units)):
+                for fw in frameworks:
+                    time.sleep(QUIET_PAUSE)                 # the last contender's idle threads stop spinning first
+                    times[i][fw].append(float(ask(fw, f"{i}\n")))
     finally:
         for p in workers.values(): p.stdin.close(); p.wait()
-    return {fw: float(np.median(ts)) for fw, ts in times.items()}
+    return [{fw: float(np.median(ts)) for fw, ts in unit.items()} for unit in times]
 
 def mnist_shaped(n: int, image=False, seed=4) -> tuple:
     "`n` synthetic MNIST-shaped samples: float32 inputs (n, 784), or (n, 1, 28, 28) with `image`, and labels 0–9."
@@ -285,7 +289,7 @@ def mlp_epochs(torch, X, Y, device: str = "cpu") -> dict:
     return fns
 
 def bench_mlp_epoch(torch, n=60_000, rounds=3) -> Table:
-    r = timed_in_turns("mlp", ("minidl", "torch") if torch else ("minidl",), n, rounds)
+    r = timed_in_turns([("mlp", n)], ("minidl", "torch") if torch else ("minidl",), rounds)[0]
     return _epoch_table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", r, n, 1.0)
 
 def _epoch_table(title, r, n, target) -> Table:
@@ -296,23 +300,34 @@ def _epoch_table(title, r, n, target) -> Table:
     return t
 
 # %% ../nbs/95_bench.ipynb #f1787c41
-def bench_conv2d(torch, n=64, c=64, hw=32, rounds=5) -> Table:
+def conv_calls(torch, case) -> dict:
+    """Framework name → a function running one pass of case = [n, c, hw, pass]: a 3×3 convolution c → c, padding 1, of n images
+    c × hw × hw, its forward alone (`pass` "forward") or with the backward of its sum (input, weight and bias gradients)."""
     from minidl import nn
+    n, c, hw, which = case
     rng = np.random.default_rng(5)
     x, w, b = rng.standard_normal((n, c, hw, hw), dtype=np.float32), rng.standard_normal((c, c, 3, 3), dtype=np.float32) * 0.05, np.zeros(c, np.float32)
     mx, mw, mb = (minidl.tensor(a, requires_grad=True) for a in (x, w, b))
-    fns = {"minidl forward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1),
-           "minidl forward+backward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1).sum().backward()}
+    fns = {"minidl": {"forward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1),
+                      "forward+backward": lambda: nn.functional.conv2d(mx, mw, mb, padding=1).sum().backward()}[which]}
     if torch:
         tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-        fns["torch forward"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1)
-        fns["torch forward+backward"] = lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1).sum().backward()
-    r = interleaved(fns, rounds=rounds, round_seconds=0)
+        fns["torch"] = {"forward": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
+                        "forward+backward": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1).sum().backward()}[which]
+    return fns
+
+def bench_conv2d(torch, n=64, c=64, hw=32, rounds=5) -> Table:
+    frameworks = ("minidl", "torch") if torch else ("minidl",)
     flops = 2 * n * c * c * 9 * hw * hw
     t = Table(f"conv2d {c}→{c} 3×3, padding 1, on {n}×{c}×{hw}×{hw} (float32)", ["pass", "minidl ms", "torch ms", "minidl / torch", "minidl GFLOP/s"])
-    for k, mult in (("forward", 1), ("forward+backward", 3)):
-        m, tt = r[f"minidl {k}"], r.get(f"torch {k}")
-        t.add(k, m * 1e3, tt * 1e3 if tt else None, m / tt if tt else None, mult * flops / m / 1e9)
+    passes = (("forward", 1), ("forward+backward", 3))
+    for (which, mult), r in zip(passes, timed_in_turns([("conv2d", [n, c, hw, which]) for which, _ in passes], frameworks, rounds)):
+        m, tt = r["minidl"], r.get("torch")
+        t.add(which, m * 1e3, tt * 1e3 if tt else None, m / tt if tt else None, mult * flops / m / 1e9)
+    ratio = t.rows[1][3]
+    t.check("forward+backward: minidl / torch time", ratio, "<=", 1.25)
+    t.notes.append("target (issue 24): forward + backward ≤ 1.25 × PyTorch; each framework in a worker process of its own with its "
+                   "default thread pools, timed in turns (PyTorch runs oneDNN's direct convolution, minidl im2col + OpenBLAS GEMMs)")
     return t
 
 def torch_lenet(torch):
@@ -339,11 +354,11 @@ def lenet_epochs(torch, X, Y, device: str = "cpu") -> dict:
     return fns
 
 def bench_lenet_epoch(torch, n=60_000, rounds=3) -> Table:
-    r = timed_in_turns("lenet", ("minidl", "torch") if torch else ("minidl",), n, rounds)
+    r = timed_in_turns([("lenet", n)], ("minidl", "torch") if torch else ("minidl",), rounds)[0]
     return _epoch_table(f"LeNet-5 epoch ({n:,} samples 28×28, batch 64, SGD)", r, n, 1.25)
 
 # %% ../nbs/95_bench.ipynb #93efe343
-TIMED_WORK = {"softmax": softmax_calls, "mlp": lambda torch, n: mlp_epochs(torch, *mnist_shaped(n)),
+TIMED_WORK = {"softmax": softmax_calls, "conv2d": conv_calls, "mlp": lambda torch, n: mlp_epochs(torch, *mnist_shaped(n)),
               "lenet": lambda torch, n: lenet_epochs(torch, *mnist_shaped(n, image=True, seed=6))}
 "Name → (torch or None, n) → {framework: a function doing one unit of work (an epoch of n samples, …)}: what the workers time."
 
@@ -379,8 +394,8 @@ def bench_train_step(torch, steps=100, rounds=5) -> Table:
     frameworks = ("minidl", "torch") if torch else ("minidl",)
     t = Table("training step on pre-made batches, the canonical loop (each framework in a worker process of its own)",
               ["model", "minidl ms per step", "torch ms per step", "minidl / torch time"])
-    for name, label, target in (("mlp_steps", "MLP 784-256-128-10, batch 128, SGD", 0.9), ("lenet_steps", "LeNet-5, batch 64, SGD", 1.0)):
-        r = timed_in_turns(name, frameworks, steps, rounds)
+    models = (("mlp_steps", "MLP 784-256-128-10, batch 128, SGD", 0.9), ("lenet_steps", "LeNet-5, batch 64, SGD", 1.0))
+    for (_, label, target), r in zip(models, timed_in_turns([(name, steps) for name, _, _ in models], frameworks, rounds)):
         ratio = r["minidl"] / r["torch"] if torch else None
         t.add(label, r["minidl"] / steps * 1e3, r["torch"] / steps * 1e3 if torch else None, ratio)
         t.check(f"{label.split(',')[0]} training step: minidl / torch time", ratio, "<=", target)
@@ -615,15 +630,14 @@ TIMED_WORK |= {"gpt_steps": gpt_steps, "lstm_steps": lstm_steps, "gpt_generation
 def bench_sequence(torch, steps=10, new_tokens=200, rounds=5) -> Table:
     frameworks = ("minidl", "torch") if torch else ("minidl",)
     t = Table("sequence models (each framework in a worker process of its own)", ["workload", "minidl", "torch", "minidl / torch time"])
-    for name, label, unit, per in (("gpt_steps", f"nanoGPT CPU configuration: training step", "ms per step", steps),
-                                   ("lstm_steps", "LSTM 2 × 128, batch 32 × 64 steps: forward + backward", "ms per pass", steps)):
-        r = timed_in_turns(name, frameworks, steps, rounds)
+    r_gpt, r_lstm, r_gen = timed_in_turns([("gpt_steps", steps), ("lstm_steps", steps), ("gpt_generation", new_tokens)], frameworks, rounds)
+    for r, label, unit, per in ((r_gpt, "nanoGPT CPU configuration: training step", "ms per step", steps),
+                                (r_lstm, "LSTM 2 × 128, batch 32 × 64 steps: forward + backward", "ms per pass", steps)):
         ratio = r["minidl"] / r["torch"] if torch else None
         t.add(f"{label} ({unit})", r["minidl"] / per * 1e3, r["torch"] / per * 1e3 if torch else None, ratio)
         t.check(f"{label}: minidl / torch time", ratio, "<=", 1.0)
-    r = timed_in_turns("gpt_generation", frameworks, new_tokens, rounds)
-    ratio = r["minidl"] / r["torch"] if torch else None
-    t.add(f"generating {new_tokens} characters from the same GPT (characters per s)", new_tokens / r["minidl"], new_tokens / r["torch"] if torch else None, ratio)
+    ratio = r_gen["minidl"] / r_gen["torch"] if torch else None
+    t.add(f"generating {new_tokens} characters from the same GPT (characters per s)", new_tokens / r_gen["minidl"], new_tokens / r_gen["torch"] if torch else None, ratio)
     t.check("generation: minidl / torch characters per second", 1 / ratio if torch else None, ">=", 1.0)
     t.notes += ["targets: minidl / torch ≤ 1.0 for the GPT step and the LSTM pass; minidl's characters per second ≥ torch's",
                 "the GPT step: forward, cross-entropy, backward, gradient clipping to norm 1, AdamW (lr 1e-3, betas 0.9/0.99, weight decay 0.1 on "
@@ -776,7 +790,7 @@ WORKLOADS = {"matmul": bench_matmul, "elementwise": bench_elementwise, "softmax"
 QUIET_POOLS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 "Idle threads sleep instead of spinning, so one contender's pool does not steal the cores from the next."
 
-END_TO_END = {"softmax", "train_step", "mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "distributed", "serve", "gpu"}
+END_TO_END = {"softmax", "conv2d", "train_step", "mlp_epoch", "lenet_epoch", "memory", "startup", "precision", "sequence", "distributed", "serve", "gpu"}
 "Workloads measured with the library-default thread pools, as a user runs them (contenders in processes of their own); the others get QUIET_POOLS."
 
 def workload_env(name: str, threads: int) -> dict:
