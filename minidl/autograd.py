@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['is_grad_enabled', 'set_grad_enabled', 'no_grad', 'enable_grad', 'inference_mode', 'is_inference_mode_enabled',
-           'bump_version', 'Node', 'Function', 'PostAccumulateGradHook', 'backward', 'retain_grad', 'detach',
-           'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'register_post_accumulate_grad_hook',
+           'bump_version', 'Node', 'Unrecorded', 'Function', 'PostAccumulateGradHook', 'backward', 'retain_grad',
+           'detach', 'requires_grad_', 'grad', 'RemovableHandle', 'register_hook', 'register_post_accumulate_grad_hook',
            'Checkpoint', 'checkpoint', 'GradcheckError', 'gradcheck', 'gradgradcheck', 'SVGDrawing', 'draw_graph']
 
 # %% ../nbs/03_autograd.ipynb #eb925ab0
@@ -107,6 +107,10 @@ class Node:
     def free(self): self._saved = None
     def __repr__(self): return f"<{self.name}>"
 
+class Unrecorded(Node):
+    "The `ctx` of an op no graph will hold (recording is off, or no input requires grad): what its forward saves is dropped at once."
+    def save_for_backward(self, *tensors): pass
+
 # %% ../nbs/03_autograd.ipynb #7e7d0043
 def _edge(t):
     "Where the gradient for input `t` should go: its node, the leaf itself, or nowhere (None)."
@@ -124,17 +128,17 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
         "Run `forward` with recording off; if any input requires grad, make the output a node of the graph."
-        ctx = Node(cls)
         enabled = _GradMode.enabled
+        edges = tuple([_edge(a) for a in args]) if enabled else ()      # (list comprehensions: this runs for every op)
+        needs = tuple([e is not None for e in edges])
+        recording = True in needs
+        ctx = Node(cls) if recording else Unrecorded(cls)
         _GradMode.enabled = False
         try: out = cls.forward(ctx, *args, **kwargs)
         finally: _GradMode.enabled = enabled
-        if enabled and is_floating(out._a.dtype):
-            edges = tuple([_edge(a) for a in args])                 # (list comprehensions: this runs for every recorded op)
-            needs = tuple([e is not None for e in edges])
-            if True in needs:
-                ctx.next, ctx.needs_input_grad = edges, needs
-                out._requires_grad, out.grad_fn = True, ctx          # a float output: no need for the property's check
+        if recording and is_floating(out._a.dtype):
+            ctx.next, ctx.needs_input_grad = edges, needs
+            out._requires_grad, out.grad_fn = True, ctx              # a float output: no need for the property's check
         return out
 
 # %% ../nbs/03_autograd.ipynb #8d90058d

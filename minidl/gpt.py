@@ -37,13 +37,15 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
 
-    def forward(self, x, cache: dict = None):
+    def forward(self, x, cache: dict = None, last_only: bool = False):
+        "Attention over x (B, T, C): for every position, or, with `last_only`, for the last one only (B, 1, C) — every key and value still made and cached."
         B, T, C = x.shape
         heads = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)       # (B, nh, T, hs)
         q, k, v = (heads(t) for t in ops.split(self.c_attn(x), self.n_embd, 2))
         if cache is not None and "k" in cache:                  # the new positions attend to all cached ones, and to each other causally
             k, v = ops.cat([cache["k"], k], 2), ops.cat([cache["v"], v], 2)
         if cache is not None: cache["k"], cache["v"] = k, v
+        if last_only: q, T = q[:, :, -1:], 1
         S = k.shape[2]
         mask = None if T in (1, S) else ones(T, S, dtype="bool", device=x.device).tril(S - T)   # query i sees keys up to its own position (one query: all)
         y = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None and T > 1)
@@ -63,8 +65,9 @@ class Block(Module):
         super().__init__()
         self.ln_1, self.attn = LayerNorm(config.n_embd, bias=config.bias), CausalSelfAttention(config)
         self.ln_2, self.mlp = LayerNorm(config.n_embd, bias=config.bias), MLP(config)
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, last_only: bool = False):
+        a = self.attn(self.ln_1(x), cache, last_only)
+        x = (x[:, -1:] if last_only else x) + a
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/20_gpt.ipynb #00d00e7d
@@ -93,18 +96,27 @@ class GPT(Module):
             elif name.endswith("weight") and p.ndim == 2: normal_(p, 0.0, 0.02)
             elif name.endswith("bias"): zeros_(p)
 
-    def forward(self, idx, targets=None, caches: list = None):
-        "Logits (B, T, vocab) for token ids `idx` (B, T), and the loss if `targets` are given; `caches` (one dict per layer) for generation."
+    def _blocks(self, idx, caches: list, last_only: bool):
+        "The last block's output for token ids `idx` (B, T): token and position embeddings, then every block (the last for the last position only if `last_only`)."
         B, T = idx.shape
         start = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
         if start + T > self.config.block_size:
             raise ValueError(f"GPT: cannot run {start + T} positions, block_size is only {self.config.block_size}")
         pos = arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for i, block in enumerate(self.transformer.h): x = block(x, caches[i] if caches is not None else None)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, caches[i] if caches is not None else None, last_only and i == len(self.transformer.h) - 1)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, caches: list = None):
+        "Logits (B, T, vocab) for token ids `idx` (B, T), and the loss if `targets` are given; `caches` (one dict per layer) for generation."
+        logits = self.lm_head(self._blocks(idx, caches, False))
         loss = None if targets is None else cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def next_logits(self, idx, caches: list = None):
+        "The logits (B, vocab) of the token after `idx` (B, T), as `self(idx, caches=caches)[0][:, -1]`, with less work: the last block's attention output and MLP, the final norm and the head only for the last position."
+        return self.lm_head(self._blocks(idx, caches, True))[:, -1]
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int = None, use_cache: bool = True, generator=None):
         "Continue the sequences `idx` (B, T) by sampling `max_new_tokens` tokens, with a KV cache unless `use_cache=False`."
@@ -116,8 +128,8 @@ class GPT(Module):
                 full = caches is not None and caches[0]["k"].shape[2] >= self.config.block_size
                 if not use_cache or caches is None or full:           # (re)start from the last block_size tokens
                     caches = [{} for _ in self.transformer.h] if use_cache else None
-                    logits, _ = self(idx[:, -self.config.block_size:], caches=caches)
-                else: logits, _ = self(idx[:, -1:], caches=caches)    # one new position, attending to the cache
-                idx = ops.cat([idx, sample_next(logits[:, -1, :], temperature, top_k, generator)], 1)
+                    logits = self.next_logits(idx[:, -self.config.block_size:], caches)
+                else: logits = self.next_logits(idx[:, -1:], caches)    # one new position, attending to the cache
+                idx = ops.cat([idx, sample_next(logits, temperature, top_k, generator)], 1)
         self.train(was_training)
         return idx

@@ -151,13 +151,25 @@ def _gelu(g, op):
 @converts("Softmax", "LogSoftmax")
 def _softmax(g, op): return g.node(op.fn.__name__, [g.name_of(op.args[0])], axis=op.args[1])
 
+def _scaled_softmax(g, scores: str, scale: float, dtype, causal: bool) -> str:
+    "Softmax of the scores times `scale` along the last axis; if `causal`, the (L, S) lower-triangular mask made at run time from the scores' shape (Trilu), -inf above it."
+    x = g.node("Mul", [scores, g.constant(np.array(scale, dtype))])
+    if causal:
+        ones = g.node("ConstantOfShape", [g.node("Shape", [x], start=-2)], value=numpy_helper.from_array(np.ones(1, np.bool_)))
+        x = g.node("Where", [g.node("Trilu", [ones], upper=0), x, g.constant(np.array(-np.inf, dtype))])
+    return g.node("Softmax", [x], axis=-1)
+
 @converts("CausalSoftmax")
 def _causal_softmax(g, op):
-    "Lesson 19's causal softmax of scaled scores: Mul by the scale, the (L, S) lower-triangular mask made at run time from the scores' shape (Trilu), -inf above it, Softmax."
-    x = g.node("Mul", [g.name_of(op.args[0]), g.constant(np.array(op.args[1], op.args[0].dtype))])
-    ones = g.node("ConstantOfShape", [g.node("Shape", [x], start=-2)], value=numpy_helper.from_array(np.ones(1, np.bool_)))
-    masked = g.node("Where", [g.node("Trilu", [ones], upper=0), x, g.constant(np.array(-np.inf, op.args[0].dtype))])
-    return g.node("Softmax", [masked], axis=-1)
+    "Lesson 19's causal softmax of scaled scores."
+    return _scaled_softmax(g, g.name_of(op.args[0]), op.args[1], op.args[0].dtype, True)
+
+@converts("ScaledDotProductAttention")
+def _attention(g, op):
+    "Lesson 19's fused attention, written out: MatMul of the queries by the transposed keys, the (causal) scaled softmax, MatMul by the values."
+    q, k, v, scale, causal = op.args
+    kt = g.node("Transpose", [g.name_of(k)], perm=[*range(k.ndim - 2), k.ndim - 1, k.ndim - 2])
+    return g.node("MatMul", [_scaled_softmax(g, g.node("MatMul", [g.name_of(q), kt]), scale, q.dtype, causal), g.name_of(v)])
 
 @converts("Sum")
 def _sum(g, op):

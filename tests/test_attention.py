@@ -109,6 +109,18 @@ def test_mha_on_cuda_matches_cpu():
     for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_fused_attention_on_cuda_matches_cpu(is_causal):
+    "No mask and no dropout: `ScaledDotProductAttention`, one op on both backends, with its written-out backward (L ≠ S too)."
+    outs = []
+    for dev in ("cpu", "cuda"):
+        q, k, v = (minidl.tensor(a, device=dev, requires_grad=True) for a in (Q, K, V))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        assert y.grad_fn.name == "ScaledDotProductAttentionBackward"
+        (y * y).sum().backward()
+        outs.append([y.detach().cpu().numpy()] + [t.grad.cpu().numpy() for t in (q, k, v)])
+    for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
 def test_errors_are_pytorchs():
     x = minidl.randn(4, 2, 8)
     with pytest.raises(RuntimeError, match="Need attn_mask if specifying the is_causal hint"): nn.MultiheadAttention(8, 2)(x, x, x, is_causal=True)
