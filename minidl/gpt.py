@@ -39,9 +39,8 @@ class CausalSelfAttention(Module):
 
     def forward(self, x, cache: dict = None, last_only: bool = False):
         "Attention over x (B, T, C): for every position, or, with `last_only`, for the last one only (B, 1, C) — every key and value still made and cached."
-        B, T, C = x.shape
-        heads = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)       # (B, nh, T, hs)
-        q, k, v = (heads(t) for t in ops.split(self.c_attn(x), self.n_embd, 2))
+        B, T, C = x.shape                           # queries, keys and values, each (B, nh, T, hs): five ops for the three
+        q, k, v = self.c_attn(x).reshape(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None and "k" in cache:                  # the new positions attend to all cached ones, and to each other causally
             k, v = ops.cat([cache["k"], k], 2), ops.cat([cache["v"], v], 2)
         if cache is not None: cache["k"], cache["v"] = k, v

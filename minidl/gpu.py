@@ -423,9 +423,17 @@ def _basic_view(self, key) -> DeviceArray:
     key = key if isinstance(key, tuple) else (key,)
     return self._view(lambda l: l[key if any(k is Ellipsis for k in key) else key + (Ellipsis,)])
 
+def _whole_rows(self, index) -> DeviceArray:
+    "NumPy's `a[index]` for one integer array on a ≥2-dim array: the whole rows (sub-arrays) at `index`, gathered as `rows[index, every column]`."
+    index = index if isinstance(index, DeviceArray) else to_device(np.asarray(index, np.int64))
+    rows = contiguous(self).reshape((self.shape[0], -1))
+    columns = to_device(np.arange(rows.shape[1])).reshape((1,) * index.ndim + (-1,))
+    return rows[index.reshape(index.shape + (1,)), columns].reshape(index.shape + self.shape[1:])
+
 def _getitem(self, key):
     if _is_basic(key): return _basic_view(self, key)
     if isinstance(key, DeviceArray) and key.dtype == np.bool_: raise IndexError(f"boolean masks are not supported on {self.device} arrays (the result's size would need a copy to the host); use where()")
+    if self.ndim >= 2 and isinstance(key, (DeviceArray, np.ndarray, list)): return _whole_rows(self, key)     # an embedding's lookup
     shape, (i0, i1) = _index_arrays(self, key)
     es = self.element_strides() + (0,)
     out = empty(shape, self.dtype)

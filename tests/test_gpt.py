@@ -46,3 +46,33 @@ def test_kv_cache_changes_nothing_but_speed():
         chunk, _ = model(seq[:, 5:9], caches=caches)                      # several new positions at once
         full, _ = model(seq)
     np.testing.assert_allclose(chunk.numpy(), full[:, 5:9].numpy(), atol=1e-6)
+
+
+def test_next_logits_are_the_last_positions():
+    "`next_logits` (the last block past its keys and values, the norm and the head for the last position only) gives `forward`'s last logits."
+    minidl.manual_seed(0)
+    model = GPT(GPTConfig(block_size=12, vocab_size=9, n_layer=3, n_head=2, n_embd=8)).eval()
+    seq = minidl.randint(0, 9, (2, 12))
+    caches = [{} for _ in model.transformer.h]
+    with minidl.no_grad():
+        np.testing.assert_allclose(model.next_logits(seq).numpy(), model(seq)[0][:, -1].numpy(), atol=1e-6)
+        prompt, one_more = model.next_logits(seq[:, :7], caches), model.next_logits(seq[:, 7:8], caches)   # a prompt into the cache, then one position
+        np.testing.assert_allclose(prompt.numpy(), model(seq[:, :7])[0][:, -1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(one_more.numpy(), model(seq[:, :8])[0][:, -1].numpy(), atol=1e-6)
+
+
+def test_gpt_on_cuda_matches_cpu():
+    "The whole model on the GPU backend (numba's simulator in CI): embeddings, fused attention, loss, every gradient, and cached generation."
+    minidl.manual_seed(0)
+    cfg = GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=2, n_embd=4)              # small: the simulator runs every GPU thread in Python
+    cpu, gpu = GPT(cfg).double(), GPT(cfg).double()
+    gpu.load_state_dict(cpu.state_dict()); gpu.to("cuda")
+    idx, tgt = minidl.randint(0, 5, (2, 4)), minidl.randint(0, 5, (2, 4))
+    outs = []
+    for m, dev in ((cpu, "cpu"), (gpu, "cuda")):
+        logits, loss = m(idx.to(dev), tgt.to(dev))
+        loss.backward()
+        outs.append([logits.detach().cpu().numpy()] + [p.grad.cpu().numpy() for p in m.parameters()])
+    for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    samples = [m.generate(idx[:, :2].to(dev), 3, generator=Generator().manual_seed(3)).cpu().tolist() for m, dev in ((cpu, "cpu"), (gpu, "cuda"))]
+    assert samples[0] == samples[1]
