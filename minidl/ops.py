@@ -794,7 +794,7 @@ for _f in (mean, var, std, prod, max, min, argmax, argmin, maximum, minimum):
 class Cat(Function):
     @staticmethod
     def forward(ctx, dim, *xs):
-        ctx.dim, ctx.sizes = dim, [x.shape[dim] for x in xs]
+        ctx.dim, ctx.sizes = dim, [x._shape[dim] for x in xs]
         return Tensor(_backend(*xs).concatenate([x._a for x in xs], dim))
     @staticmethod
     def backward(ctx, g):
@@ -808,13 +808,15 @@ def cat(tensors, dim=0):
     "Join tensors along an existing dimension (shapes must match elsewhere)."
     tensors = list(tensors)
     if not tensors: raise ValueError("cat: expected a non-empty list of tensors")
-    d = wrap_dim(dim, tensors[0].ndim)
+    first = tensors[0]._shape                            # (plain tuples and dtypes: a KV cache joins two tensors per layer per token)
+    d = wrap_dim(dim, len(first))
+    dt = tensors[0]._a.dtype
     for t in tensors[1:]:
-        if t.ndim != tensors[0].ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != d):
+        s = t._shape
+        if len(s) != len(first) or s[:d] != first[:d] or s[d + 1:] != first[d + 1:]:
             raise ValueError(f"cat: shapes {[tuple(t.shape) for t in tensors]} must match except in dimension {d}")
-    dt = tensors[0].dtype
-    for t in tensors[1:]: dt = _result_dtype(dt, t.dtype)
-    return Cat.apply(d, *[t.to(dt) for t in tensors])
+        if t._a.dtype != dt: dt = _result_dtype(dt, t._a.dtype)
+    return Cat.apply(d, *[t if t._a.dtype == dt else t.to(dt) for t in tensors])
 
 @numpy_aliases
 def stack(tensors, dim=0):
