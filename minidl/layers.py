@@ -57,10 +57,11 @@ class Module:
         elif isinstance(value, Module): self._modules[name] = value
         else: object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):
-        for store in ("_parameters", "_buffers", "_modules"):
-            d = self.__dict__.get(store)
-            if d is not None and name in d: return d[name]
+    def __getattr__(self, name):                # only for names not in the instance's __dict__: its parameters, buffers and submodules
+        d = self.__dict__
+        if "_modules" in d:                     # (absent while __init__ has not run yet)
+            for store in (d["_parameters"], d["_modules"], d["_buffers"]):
+                if name in store: return store[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
@@ -299,7 +300,7 @@ class Linear(Module):
         kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None: uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
     def forward(self, x):
-        if x.shape[-1] != self.in_features:
+        if x._shape[-1:] != (self.in_features,):
             raise ValueError(f"Linear: input has {x.shape[-1]} features in its last dimension (shape {tuple(x.shape)}), expected {self.in_features}")
         return linear(x, self.weight, self.bias)
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -810,13 +810,13 @@ def cat(tensors, dim=0):
     if not tensors: raise ValueError("cat: expected a non-empty list of tensors")
     first = tensors[0]._shape                            # (plain tuples and dtypes: a KV cache joins two tensors per layer per token)
     d = wrap_dim(dim, len(first))
-    dt = tensors[0]._a.dtype
+    dt = tensors[0].dtype
     for t in tensors[1:]:
         s = t._shape
         if len(s) != len(first) or s[:d] != first[:d] or s[d + 1:] != first[d + 1:]:
             raise ValueError(f"cat: shapes {[tuple(t.shape) for t in tensors]} must match except in dimension {d}")
-        if t._a.dtype != dt: dt = _result_dtype(dt, t._a.dtype)
-    return Cat.apply(d, *[t if t._a.dtype == dt else t.to(dt) for t in tensors])
+        if t.dtype != dt: dt = _result_dtype(dt, t.dtype)
+    return Cat.apply(d, *[t if t.dtype == dt else t.to(dt) for t in tensors])
 
 @numpy_aliases
 def stack(tensors, dim=0):

@@ -46,6 +46,7 @@ class device:
             raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'cuda' or 'cuda:N'")
         self.type, self.index = kind, (int(idx) if idx else None)
     def __eq__(self, other):
+        if other is self: return True          # every CPU tensor's device is `cpu`, below: the ops' checks compare it with itself
         try: other = device(other)
         except ValueError: return False
         return self.type == other.type and (self.index or 0) == (other.index or 0)
