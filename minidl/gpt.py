@@ -96,7 +96,7 @@ class GPT(Module):
             elif name.endswith("bias"): zeros_(p)
 
     def _blocks(self, idx, caches: list, last_only: bool):
-        "The last block's output for token ids `idx` (B, T): token and position embeddings, then every block (the last for the last position only if `last_only`)."
+        "The final norm's output for token ids `idx` (B, T): token and position embeddings, every block (the last for the last position only if `last_only`), then `ln_f`."
         B, T = idx.shape
         start = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
         if start + T > self.config.block_size:

@@ -60,7 +60,7 @@ class Module:
     def __getattr__(self, name):                # only for names not in the instance's __dict__: its parameters, buffers and submodules
         d = self.__dict__
         if "_modules" in d:                     # (absent while __init__ has not run yet)
-            for store in (d["_parameters"], d["_modules"], d["_buffers"]):
+            for store in (d["_parameters"], d["_buffers"], d["_modules"]):
                 if name in store: return store[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
