@@ -115,9 +115,12 @@ class ScaledDotProductAttention(Function):
         return Tensor(B.matmul(gs, k._a)), Tensor(B.matmul(_swap_last(B, gs), q._a)), Tensor(B.matmul(_swap_last(B, w._a), g._a)), None, None
 
 def _fusable(q, k, v, attn_mask, dropout_p) -> bool:
-    "Whether `ScaledDotProductAttention` can take these: no mask, no dropout, one float32/float64 dtype, the same batch dimensions."
+    """Whether `ScaledDotProductAttention` can take these: no mask, no dropout, one float32/float64 dtype and device, the same batch
+    dimensions, and sizes that multiply (anything else takes the composed ops, whose products say what does not match)."""
+    qs, ks, vs = q._shape, k._shape, v._shape
     return (attn_mask is None and dropout_p == 0 and q.dtype == k.dtype == v.dtype and q.dtype.name in ("float32", "float64")
-            and q.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2])
+            and q.device == k.device == v.device and len(qs) >= 2 and qs[:-2] == ks[:-2] == vs[:-2]
+            and len(ks) == len(vs) and qs[-1] == ks[-1] and ks[-2] == vs[-2])
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False, scale: float = None,
                                  enable_gqa: bool = False):

@@ -121,12 +121,15 @@ def test_fused_attention_on_cuda_matches_cpu(is_causal):
         outs.append([y.detach().cpu().numpy()] + [t.grad.cpu().numpy() for t in (q, k, v)])
     for a, b in zip(*outs): np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
+
 def test_errors_are_pytorchs():
     x = minidl.randn(4, 2, 8)
     with pytest.raises(RuntimeError, match="Need attn_mask if specifying the is_causal hint"): nn.MultiheadAttention(8, 2)(x, x, x, is_causal=True)
     with pytest.raises(AssertionError, match="embed_dim must be divisible by num_heads"): nn.MultiheadAttention(8, 3)
     with pytest.raises(RuntimeError, match="explicit attn_mask should not be set when is_causal=True"):
         F.scaled_dot_product_attention(x, x, x, attn_mask=minidl.ones(2, 2) == 1, is_causal=True)
+    with pytest.raises(ValueError, match="cannot be multiplied"):                       # keys of another width: the products say so
+        F.scaled_dot_product_attention(x, minidl.randn(4, 3, 6), minidl.randn(4, 3, 8))
 
 
 MHA_EXTRAS = [dict(kdim=5, vdim=3), dict(add_bias_kv=True), dict(add_zero_attn=True), dict(kdim=5, vdim=3, add_bias_kv=True, add_zero_attn=True),
