@@ -127,11 +127,14 @@ def _gemm_input_grad(B, gy, w, groups, g: Geometry, image_shape):
     return B.col2im(B.reshape(dcols, (N, -1, *g.out)), g, (N, *image_shape))
 
 def _gemm_weight_grad(B, gy, cols, groups, w_shape):
-    "dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group."
+    """dL/dW = Σₙ dL/dyₙ @ colsₙᵀ, per group, computed as its transpose Σₙ colsₙ @ dL/dyₙᵀ (BLAS runs that orientation faster
+    on these shapes: below), then turned back (a copy of the small weight-shaped result)."""
     N, O = gy.shape[:2]
     gyg = B.reshape(gy, (N, groups, O // groups, -1))
     colg = B.reshape(cols, (N, groups, -1, gyg.shape[-1]))
-    return B.reshape(B.sum(B.matmul(gyg, B.permute(colg, (0, 1, 3, 2))), (0,), False), w_shape)
+    per_image = B.matmul(colg, B.permute(gyg, (0, 1, 3, 2)))                      # (N, groups, C/groups·kh·kw, O/groups)
+    summed = B.reshape(per_image, per_image.shape[1:]) if N == 1 else B.sum(per_image, (0,), False)   # one image: nothing to add
+    return B.reshape(B.permute(summed, (0, 2, 1)), w_shape)
 
 # %% ../nbs/12_conv.ipynb #4aaaa10a
 @serial_and_parallel(fastmath=_fast)
