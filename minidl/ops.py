@@ -5,17 +5,17 @@
 # %% auto #0
 __all__ = ['FloatTensor', 'DoubleTensor', 'LongTensor', 'IntTensor', 'ShortTensor', 'CharTensor', 'ByteTensor', 'BoolTensor',
            'HalfTensor', 'BFloat16Tensor', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt',
-           'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'silu', 'abs', 'softmax_grad_update', 'promote_operands',
-           'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to', 'contiguous', 'as_tensor', 'asarray',
-           'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand', 'reshape', 'view', 'permute', 'transpose',
-           'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes', 'Sum', 'sum', 'Add',
-           'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where', 'clamp',
-           'unary_function', 'Relu', 'relu', 'Gelu', 'gelu', 'sign', 'leaky_relu', 'elu', 'softplus', 'Slice',
-           'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean', 'var', 'StdFromVar', 'std', 'prod',
-           'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum', 'maximum', 'minimum', 'Cat', 'cat', 'stack',
-           'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum', 'einsum', 'softmax_grad_row', 'flat',
-           'softmax_backward', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax', 'log_softmax', 'logsumexp', 'in_place',
-           'IndexPut']
+           'sin', 'cos', 'tanh', 'sigmoid', 'erf', 'gelu_and_cdf_update', 'silu', 'abs', 'softmax_grad_update',
+           'promote_operands', 'unbroadcast', 'broadcast_map', 'Cast', 'Clone', 'ToDevice', 'to', 'contiguous',
+           'as_tensor', 'asarray', 'type_', 'numpy_aliases', 'Reshape', 'Permute', 'Expand', 'reshape', 'view',
+           'permute', 'transpose', 'expand', 'squeeze', 'unsqueeze', 'flatten', 'expand_as', 'view_as', 'reduce_axes',
+           'Sum', 'sum', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'add', 'sub', 'mul', 'div', 'pow', 'neg', 'Where', 'where',
+           'clamp', 'unary_function', 'Relu', 'relu', 'gelu_and_cdf_element', 'flat', 'Gelu', 'gelu', 'sign',
+           'leaky_relu', 'elu', 'softplus', 'Slice', 'SliceBackward', 'Take', 'Put', 'flat_positions', 'gather', 'mean',
+           'var', 'StdFromVar', 'std', 'prod', 'Prod', 'max', 'min', 'argmax', 'argmin', 'Maximum', 'Minimum',
+           'maximum', 'minimum', 'Cat', 'cat', 'stack', 'split', 'chunk', 'one_hot', 'MatMul', 'matmul', 'Einsum',
+           'einsum', 'softmax_grad_row', 'softmax_backward', 'Softmax', 'LogSoftmax', 'LogSumExp', 'softmax',
+           'log_softmax', 'logsumexp', 'in_place', 'IndexPut']
 
 # %% ../nbs/04_ops.ipynb #45e78dc2
 import builtins
@@ -25,6 +25,7 @@ import math
 from collections import namedtuple
 import numpy as np
 from numba import njit
+from . import kernels as K
 from .backend import UpdateRule, backend_of, cpu_backend
 from .core import MissingDtype, as_dtype, bfloat16, bool_, float16, float32, float64, get_default_dtype, int64, is_floating
 from .tensor import Tensor, wrap_dim, move_array, broadcast_shapes, from_dlpack, from_numpy, tensor
@@ -546,6 +547,31 @@ class Relu(Function):
 def relu(x): "max(x, 0); NaN stays NaN, with gradient 1 (PyTorch's rule)."; return Relu.apply(_float(x))
 
 erf = unary_function("Erf", "erf", lambda x, o: (2 / math.sqrt(math.pi)) * (-(x * x)).exp(), doc="The error function.")
+
+@njit(inline="always")
+def gelu_and_cdf_element(i, x, cdf, y):
+    "Element `i` of GELU's forward when a backward will follow: Φ(x) into `cdf` (kept for the backward) and x Φ(x) into `y`."
+    c = 0.5 * math.erfc(-x[i] * 0.7071067811865476)
+    cdf[i] = c
+    y[i] = x[i] * c
+
+_phi = njit(inline="always")(K.normal_cdf.fn)             # lesson 02's Φ: float32 erfc as arithmetic that vectorises
+
+@njit(cache=True, error_model="numpy")
+def _gelu_and_cdf_loop(x, cdf, y):
+    "`gelu_and_cdf_element` for every element, with lesson 02's Φ."
+    for i in range(x.size):
+        c = _phi(x[i])
+        cdf[i] = c
+        y[i] = x[i] * c
+
+gelu_and_cdf_update = UpdateRule(gelu_and_cdf_element, _gelu_and_cdf_loop)
+"GELU's forward and the Φ(x) its backward needs, in one pass, for every backend."
+
+def flat(B, a):
+    "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
+    return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
+
 class Gelu(Function):
     "x Φ(x), Φ the standard normal CDF. Backward, g (Φ(x) + x φ(x)), is one fused pass (`gelu_grad`) from the Φ(x) the forward kept, unless it is itself recorded."
     @staticmethod
@@ -553,8 +579,9 @@ class Gelu(Function):
         B = x.backend
         ctx.save_for_backward(x)
         if not x.requires_grad: return Tensor(B.map("gelu", x._a))      # no backward to come: one pass
-        ctx.cdf = B.map("normal_cdf", x._a)                              # kept: the backward would compute it again
-        return Tensor(B.map("mul", x._a, ctx.cdf))
+        ctx.cdf, y = B.empty(x.shape, x.dtype), B.empty(x.shape, x.dtype)   # Φ(x) kept: the backward would compute it again
+        B.update(gelu_and_cdf_update, (flat(B, x._a), B.reshape(ctx.cdf, (-1,)), B.reshape(y, (-1,))), ())
+        return Tensor(y)
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -958,10 +985,6 @@ def _softmax_grad_rows(dot, g, s, gx, n, scale):
 
 softmax_grad_update = UpdateRule(softmax_grad_row, _softmax_grad_rows)
 "Softmax's backward along the last dim, row by row, for every backend."
-
-def flat(B, a):
-    "The array `a` of backend `B` as a flat row-major array (a copy only if it is not row-major already)."
-    return B.reshape(a if B.is_contiguous(a) else B.copy(a), (-1,))
 
 def softmax_backward(g, s, dim, scale: float = 1.0):
     "scale · s ⊙ (g − Σ g ⊙ s) along `dim` (the gradient of softmax(scale · x)): by `softmax_grad_update` for the last dim when nothing records it, else by tensor ops."
