@@ -314,7 +314,7 @@ def mlp_epochs(torch, X, Y, device: str = "cpu") -> dict:
 
 def bench_mlp_epoch(torch, n=60_000, rounds=3) -> Table:
     r = timed_in_turns([("mlp", n)], ("minidl", "torch") if torch else ("minidl",), rounds)[0]
-    return _epoch_table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", r, n, 1.0)
+    return _epoch_table(f"MLP 784-256-128-10 epoch ({n:,} samples, batch 128, SGD)", r, n, 0.9)      # issue 24's target
 
 def _epoch_table(title, r, n, target) -> Table:
     t = Table(title, ["framework", "seconds per epoch", "samples / s", "minidl / torch"])
