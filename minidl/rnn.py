@@ -58,23 +58,28 @@ class RNNBase(Module):
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0):
         super().__init__()
-        if proj_size: raise ValueError("proj_size is not supported by minidl's LSTM")
+        if proj_size < 0: raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size and mode != "LSTM": raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size > 0: raise ValueError("proj_size has to be smaller than hidden_size")
         if not 0 <= dropout <= 1: raise ValueError(f"dropout should be a number in range [0, 1] representing the probability of an element being zeroed, got {dropout}")
         if hidden_size <= 0 or num_layers <= 0: raise ValueError(f"hidden_size and num_layers must be positive, got {hidden_size} and {num_layers}")
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
+        self.proj_size = proj_size
         gates = CELLS[mode][1]
         for layer in range(num_layers):
             for suffix in self._suffixes(layer):
-                n_in = input_size if layer == 0 else hidden_size * self._directions
+                n_in = input_size if layer == 0 else self._state_size * self._directions
                 setattr(self, f"weight_ih{suffix}", Parameter(zeros(gates * hidden_size, n_in)))
-                setattr(self, f"weight_hh{suffix}", Parameter(zeros(gates * hidden_size, hidden_size)))
+                setattr(self, f"weight_hh{suffix}", Parameter(zeros(gates * hidden_size, self._state_size)))
                 if bias:
                     setattr(self, f"bias_ih{suffix}", Parameter(zeros(gates * hidden_size)))
                     setattr(self, f"bias_hh{suffix}", Parameter(zeros(gates * hidden_size)))
+                if proj_size: setattr(self, f"weight_hr{suffix}", Parameter(zeros(proj_size, hidden_size)))
         self.reset_parameters()
 
     _directions = property(lambda self: 2 if self.bidirectional else 1)
+    _state_size = property(lambda self: self.proj_size or self.hidden_size, doc="The features of h: `proj_size` when the LSTM projects it, else `hidden_size`.")
     def _suffixes(self, layer): return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if self.bidirectional else [])
 
     def reset_parameters(self):
@@ -82,16 +87,15 @@ class RNNBase(Module):
         for p in self.parameters(): uniform_(p, -k, k)
 
     def _initial(self, hx, input, unbatched):
-        "The initial state(s) as (layers·directions, N, H) tensors; None when `hx` is None (zeros)."
+        "The initial state(s) as (layers·directions, N, features) tensors, h's features `_state_size` and c's `hidden_size`; None when `hx` is None (zeros)."
         if hx is None: return None
-        shape = (self.num_layers * self._directions, input.shape[1], self.hidden_size)
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         want = 2 if self.mode == "LSTM" else 1
         if len(states) != want: raise ValueError(f"{type(self).__name__}: expected {'a tuple (h_0, c_0)' if want == 2 else 'one initial state h_0'}, got {len(states)} tensors")
         out = []
-        for s in states:
-            s = s.unsqueeze(1) if unbatched else s
-            if tuple(s.shape) != shape: raise RuntimeError(f"Expected hidden size {shape}, got {tuple(s.shape)}")
+        for j, (s, size) in enumerate(zip(states, (self._state_size, self.hidden_size))):
+            s, shape = s.unsqueeze(1) if unbatched else s, (self.num_layers * self._directions, input.shape[1], size)
+            if tuple(s.shape) != shape: raise RuntimeError(f"Expected hidden{f'[{j}]' if want == 2 else ''} size {shape}, got {tuple(s.shape)}")
             out.append(s)
         return out
 
@@ -103,24 +107,27 @@ class RNNBase(Module):
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)     # (T, N, features)
         init = self._initial(hx, x, unbatched)
         step, T = CELLS[self.mode][0], x.shape[0]
+        layer_op = None if self.proj_size else LAYERS.get(self.mode)     # (the layer op has no projection)
         finals = [[], []]
         for layer in range(self.num_layers):
             outputs = []
             for d, suffix in enumerate(self._suffixes(layer)):
                 W_ih, W_hh = getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}")
                 b_ih, b_hh = (getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")) if self.bias else (None, None)
+                W_hr = getattr(self, f"weight_hr{suffix}") if self.proj_size else None
                 idx = layer * self._directions + d
                 if init is not None: h, c = init[0][idx], (init[1][idx] if len(init) > 1 else None)
-                elif self.mode in LAYERS: h = c = None        # a layer op starts from zeros itself (and ONNX's LSTM from its default)
+                elif layer_op is not None: h = c = None        # a layer op starts from zeros itself (and ONNX's LSTM from its default)
                 else:
-                    h = ZeroState.apply(x, 1, self.hidden_size)
-                    c = h if self.mode == "LSTM" else None
-                if self.mode in LAYERS: seq, h, c = LAYERS[self.mode](x, h, c, W_ih, W_hh, b_ih, b_hh, d == 1)
+                    h = ZeroState.apply(x, 1, self._state_size)
+                    c = ZeroState.apply(x, 1, self.hidden_size) if self.mode == "LSTM" else None
+                if layer_op is not None: seq, h, c = layer_op(x, h, c, W_ih, W_hh, b_ih, b_hh, d == 1)
                 else:
                     xw = linear(x, W_ih, b_ih)                 # every step's input projection in one product
                     seq = [None] * T
                     for t in (range(T) if d == 0 else reversed(range(T))):
                         h, c = step(xw[t], h, c, W_hh, b_hh)
+                        if W_hr is not None: h = linear(h, W_hr)     # the projection: the next step, the output and h_n see proj_size features
                         seq[t] = h
                     seq = ops.stack(seq)
                 outputs.append(seq)
@@ -139,6 +146,7 @@ class RNNBase(Module):
         if self.batch_first: s += ", batch_first=True"
         if self.dropout: s += f", dropout={self.dropout}"
         if self.bidirectional: s += ", bidirectional=True"
+        if self.proj_size: s += f", proj_size={self.proj_size}"
         return s
 
 class RNN(RNNBase):

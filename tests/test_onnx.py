@@ -149,6 +149,7 @@ RECURRENT = {
     "GRU, no bias, time first": lambda: nn.GRU(4, 5, bias=False),
     "RNN, tanh": lambda: nn.RNN(4, 5, batch_first=True),
     "RNN, relu, 2 layers": lambda: nn.RNN(4, 5, num_layers=2, nonlinearity="relu", batch_first=True),
+    "LSTM with a projection, 2 layers, bidirectional": lambda: nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=3),   # step by step: ONNX's LSTM has no projection
     "GRUCell": lambda: nn.GRUCell(4, 5),
     "RNNCell": lambda: nn.RNNCell(4, 5),
     "LSTMCell": lambda: nn.LSTMCell(4, 5),

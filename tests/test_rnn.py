@@ -16,11 +16,14 @@ except ImportError: torch = None
 GRID = [dict(mode=m, num_layers=l, bidirectional=b, batch_first=bf, init=i, unbatched=u)
         for m, l, b, bf, i, u in itertools.product(["LSTM", "GRU", "RNN", "RNN_relu"], [1, 2], [False, True], [False, True], [False, True], [False])]
 GRID += [dict(mode=m, num_layers=2, bidirectional=True, batch_first=False, init=True, unbatched=True) for m in ("LSTM", "GRU", "RNN")]
+GRID += [dict(mode="LSTM", num_layers=l, bidirectional=b, batch_first=bf, init=i, unbatched=u, proj_size=2)      # h projected to 2 of the 4 features
+         for l, b, bf, i, u in ((1, False, False, False, False), (2, True, True, True, False), (2, False, False, True, False), (2, True, False, True, True))]
 
 
 def _make(lib, cfg, I=3, H=4):
     nn_ = torch.nn if lib is torch else nn
     kw = dict(num_layers=cfg["num_layers"], bidirectional=cfg["bidirectional"], batch_first=cfg["batch_first"])
+    if cfg.get("proj_size"): kw["proj_size"] = cfg["proj_size"]
     if cfg["mode"].startswith("RNN"): return nn_.RNN(I, H, nonlinearity="relu" if cfg["mode"] == "RNN_relu" else "tanh", **kw)
     return getattr(nn_, cfg["mode"])(I, H, **kw)
 
@@ -29,8 +32,8 @@ def _inputs(cfg, T=5, N=2, I=3, H=4):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, I) if cfg["unbatched"] else ((N, T, I) if cfg["batch_first"] else (T, N, I)))
     layers = cfg["num_layers"] * (2 if cfg["bidirectional"] else 1)
-    shape = (layers, H) if cfg["unbatched"] else (layers, N, H)
-    states = [rng.standard_normal(shape) for _ in range(2 if cfg["mode"] == "LSTM" else 1)] if cfg["init"] else None
+    sizes = (cfg.get("proj_size") or H, H)[:2 if cfg["mode"] == "LSTM" else 1]          # h (projected, if asked), then c
+    states = [rng.standard_normal((layers, size) if cfg["unbatched"] else (layers, N, size)) for size in sizes] if cfg["init"] else None
     return x, states
 
 
@@ -60,14 +63,15 @@ def test_matches_pytorch_with_its_weights(cfg):
     for a, b in zip(mo + mg, to + tg): np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
-def test_gradients_by_central_differences(mode):
-    cfg = dict(mode=mode, num_layers=2, bidirectional=True, batch_first=True, init=False, unbatched=False)
+@pytest.mark.parametrize("mode,proj_size", [("LSTM", 0), ("LSTM", 2), ("GRU", 0), ("RNN", 0)])
+def test_gradients_by_central_differences(mode, proj_size):
+    cfg = dict(mode=mode, num_layers=2, bidirectional=True, batch_first=True, init=False, unbatched=False, proj_size=proj_size)
     minidl.manual_seed(0)
     m = _make(minidl, cfg).double()
     x = minidl.randn(2, 4, 3, dtype="float64", requires_grad=True)
     assert gradcheck(lambda t: m(t)[0], [x])
     assert gradcheck(lambda w: m(x)[0], [m.weight_hh_l1_reverse])
+    if proj_size: assert gradcheck(lambda w: m(x)[1][0], [m.weight_hr_l0])        # h_n, through the first layer's projection
 
 
 @pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
@@ -86,10 +90,11 @@ def test_cells_match_pytorch(name):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12)
 
 
-def test_lstm_on_cuda_matches_cpu():
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_lstm_on_cuda_matches_cpu(proj_size):
     minidl.manual_seed(0)
-    cpu = nn.LSTM(3, 4, num_layers=2, batch_first=True).double()
-    gpu = nn.LSTM(3, 4, num_layers=2, batch_first=True).double()
+    cpu = nn.LSTM(3, 4, num_layers=2, batch_first=True, proj_size=proj_size).double()
+    gpu = nn.LSTM(3, 4, num_layers=2, batch_first=True, proj_size=proj_size).double()
     gpu.load_state_dict(cpu.state_dict()); gpu.to("cuda")
     x = np.random.default_rng(0).standard_normal((2, 3, 3))
     outs = []
@@ -147,7 +152,10 @@ def test_lstm_cell_on_cuda_matches_cpu():
 def test_errors_name_what_was_wrong():
     with pytest.raises(RuntimeError, match="Expected hidden size \\(1, 2, 4\\), got \\(2, 2, 4\\)"): nn.GRU(3, 4)(minidl.randn(5, 2, 3), minidl.randn(2, 2, 4))
     with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 3, got 2"): nn.LSTM(3, 4)(minidl.randn(5, 2, 2))
-    with pytest.raises(ValueError, match="proj_size is not supported"): nn.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"): nn.LSTM(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match="proj_size should be a positive integer or zero"): nn.LSTM(3, 4, proj_size=-1)
+    with pytest.raises(RuntimeError, match="Expected hidden\\[0\\] size \\(1, 2, 2\\), got \\(1, 2, 4\\)"):
+        nn.LSTM(3, 4, proj_size=2)(minidl.randn(5, 2, 3), (minidl.randn(1, 2, 4), minidl.randn(1, 2, 4)))
     with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"): nn.RNN(3, 4, nonlinearity="gelu")
 
 
