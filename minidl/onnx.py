@@ -410,7 +410,12 @@ def export(model,                # a minidl Module
         other = tuple(_other_values(a, _dynamic(dynamic_axes, n)) for a, n in zip(args, input_names))
         check, _, _ = trace_graph(model, other, opset_version, input_names, output_names)
     finally: model.train(was_training)
-    _compare_traces(g, check, type(model).__name__)
+    try: _compare_traces(g, check, type(model).__name__)
+    except RuntimeError as e:
+        ones = [f"{n!r} axis {axis}" for a, n in zip(args, input_names) for axis in _dynamic(dynamic_axes, n) if a.shape[axis] == 1]
+        if ones: raise RuntimeError(f"{e}. The example input has size 1 along the dynamic {', '.join(ones)}: a size of 1 cannot be told apart "
+                                    "from an axis inserted or removed, so trace with a size of 2 or more there") from None
+        raise
     graph = helper.make_graph(g.nodes, type(model).__name__,
                               [_value_info(n, a, _dynamic(dynamic_axes, n)) for n, a in zip(input_names, args)],
                               [_value_info(n, t, _dynamic(dynamic_axes, n)) for n, t in zip(output_names, outs)], g.initializers)

@@ -107,6 +107,10 @@ def test_what_cannot_be_exported_is_an_error_that_names_it():
         def forward(self, x): return self.lin(x) * (x > 0)
     with pytest.raises(RuntimeError, match="would freeze it at its traced value"): _bytes(Masked(), minidl.randn(2, 3))
     with pytest.raises(TypeError, match="args must be a Tensor or a tuple of Tensors"): _bytes(nn.Linear(3, 3), np.ones((2, 3), np.float32))
+    gru = nn.GRU(4, 5)                                                # traced on a batch of 1, left free: which axis is the batch?
+    with pytest.raises(RuntimeError, match="size 1 along the dynamic 'input' axis 1: .* trace with a size of 2 or more"):
+        export(gru, minidl.randn(3, 1, 4), io.BytesIO(), dynamic_axes={"input": {1: "batch"}})
+    export(gru, minidl.randn(3, 2, 4), io.BytesIO(), dynamic_axes={"input": {1: "batch"}})
 
 
 class SelfAttention(nn.Module):
